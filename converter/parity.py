@@ -1,0 +1,102 @@
+"""The parity checker: the PyTorch reference and the Keras port on the same seeded inputs.
+
+Compares every stage's output grid, the pooled features and the logits, and channels_first input.
+"""
+
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+
+DEFAULT_ATOL = 1e-4
+
+
+@dataclass
+class OutputDiff:
+    output: str
+    shape: tuple
+    max_abs: float
+    max_rel: float  # max abs diff over the largest reference magnitude
+
+
+@dataclass
+class ParityReport:
+    atol: float
+    batch: int
+    seed: int
+    resolution: tuple
+    diffs: list = field(default_factory=list)
+
+    @property
+    def passed(self):
+        return all(d.max_abs <= self.atol for d in self.diffs)
+
+    @property
+    def worst(self):
+        return max(self.diffs, key=lambda d: d.max_abs)
+
+    def to_dict(self):
+        return {
+            "atol": self.atol, "batch": self.batch, "seed": self.seed,
+            "resolution": list(self.resolution), "passed": self.passed,
+            "outputs": {
+                d.output: {"shape": list(d.shape), "max_abs": d.max_abs, "max_rel": d.max_rel}
+                for d in self.diffs
+            },
+        }
+
+    def table(self):
+        lines = [f"{'output':<26}{'shape':<22}{'max abs':>12}{'max rel':>12}  ok"]
+        for d in self.diffs:
+            ok = "yes" if d.max_abs <= self.atol else "NO"
+            shape = "x".join(str(s) for s in d.shape)
+            lines.append(f"{d.output:<26}{shape:<22}{d.max_abs:>12.3e}{d.max_rel:>12.3e}  {ok}")
+        verdict = "PASSED" if self.passed else "FAILED"
+        lines.append(f"parity {verdict}: worst {self.worst.output} {self.worst.max_abs:.3e} (atol {self.atol:g})")
+        return "\n".join(lines)
+
+
+def parity_inputs(height, width, batch=2, seed=0, in_chans=3):
+    """Seeded NCHW float32 inputs, roughly normalized-image statistics."""
+    return np.random.default_rng(seed).normal(0.0, 1.0, (batch, in_chans, height, width)).astype(np.float32)
+
+
+def _diff(name, actual, expected):
+    actual, expected = np.asarray(actual, np.float64), np.asarray(expected, np.float64)
+    if actual.shape != expected.shape:
+        raise AssertionError(f"{name}: Keras shape {actual.shape} != PyTorch shape {expected.shape}")
+    max_abs = float(np.max(np.abs(actual - expected)))
+    scale = float(np.max(np.abs(expected)))
+    return OutputDiff(name, expected.shape, max_abs, max_abs / scale if scale else max_abs)
+
+
+def reference_outputs(torch_model, inputs_nchw):
+    """The reference's outputs as numpy, stage grids moved to NHWC."""
+    torch.backends.cuda.matmul.allow_tf32 = False
+    torch.backends.cudnn.allow_tf32 = False
+    with torch.inference_mode():
+        outputs = torch_model.eval().forward_stages(torch.from_numpy(inputs_nchw))
+    return {
+        name: (value.permute(0, 2, 3, 1) if value.ndim == 4 else value).numpy()
+        for name, value in outputs.items()
+    }
+
+
+def check_parity(torch_model, keras_model, inputs_nchw, atol=DEFAULT_ATOL, seed=0, channels_first_model=None):
+    """Runs both models and returns a `ParityReport` over every output.
+
+    Args:
+        channels_first_model: a `data_format="channels_first"` twin of `keras_model` with the
+            same weights; its logits are compared as `logits[channels_first]`.
+    """
+    expected = reference_outputs(torch_model, inputs_nchw)
+    actual = keras_model.forward_stages(np.transpose(inputs_nchw, (0, 2, 3, 1)), training=False)
+    batch, _, height, width = inputs_nchw.shape
+    report = ParityReport(atol, batch, seed, (height, width))
+    for name, value in expected.items():
+        report.diffs.append(_diff(name, np.asarray(actual[name]), value))
+    if channels_first_model is not None:
+        final = "logits" if "logits" in expected else "features"
+        twin = np.asarray(channels_first_model(inputs_nchw, training=False))
+        report.diffs.append(_diff(f"{final}[channels_first]", twin, expected[final]))
+    return report

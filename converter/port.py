@@ -1,0 +1,94 @@
+"""Assigning a checkpoint to a Keras CvT through the mapping rows, with two-sided accounting.
+
+Every checkpoint key is used once and every Keras variable assigned once, or one error lists all
+that were not.
+"""
+
+import numpy as np
+
+from converter.mapping import is_ignored
+
+
+class MappingError(ValueError):
+    """A checkpoint that does not fit the model; the message lists every offending name."""
+
+
+def keras_variables(model):
+    """{path relative to the model: variable} for every weight, trainable or not."""
+    prefix = model.name + "/"
+    return {v.path[len(prefix):] if v.path.startswith(prefix) else v.path: v for v in model.weights}
+
+
+def _describe(shape):
+    return "(" + ", ".join(str(d) for d in shape) + (",)" if len(shape) == 1 else ")")
+
+
+def check_mapping(state_dict, rows, variables):
+    """Lists every problem between a checkpoint, the mapping rows and the Keras variables."""
+    problems = []
+    mapped_keys = {row.torch_key for row in rows}
+    for row in rows:
+        variable = variables.get(row.keras_path)
+        if row.torch_key not in state_dict:
+            problems.append(f"missing in checkpoint: {row.torch_key}")
+        if variable is None:
+            problems.append(f"no Keras variable {row.keras_path} for {row.torch_key}")
+        if row.torch_key in state_dict and variable is not None:
+            received = tuple(state_dict[row.torch_key].shape)
+            expected = row.torch_shape(tuple(variable.shape))
+            if received != expected:
+                problems.append(
+                    f"shape mismatch: {row.torch_key} is {_describe(received)}, "
+                    f"expected {_describe(expected)} for {row.keras_path}"
+                )
+    for key in state_dict:
+        if key not in mapped_keys and not is_ignored(key):
+            problems.append(f"unexpected in checkpoint: {key} {_describe(tuple(state_dict[key].shape))}")
+    assigned = {row.keras_path for row in rows}
+    for path, variable in variables.items():
+        if path not in assigned:
+            problems.append(f"Keras variable never assigned: {path} {_describe(tuple(variable.shape))}")
+    return problems
+
+
+def check_values(state_dict, rows):
+    """Refuses non-float tensors and NaN/Inf values, naming the key; returns float32 arrays."""
+    arrays, notes = {}, []
+    for row in rows:
+        array = np.asarray(state_dict[row.torch_key])
+        if not np.issubdtype(array.dtype, np.floating):
+            raise MappingError(f"{row.torch_key}: dtype {array.dtype}, expected a floating-point tensor")
+        if array.dtype != np.float32:
+            notes.append(f"{row.torch_key}: {array.dtype} converted to float32")
+            array = array.astype(np.float32)
+        if not np.isfinite(array).all():
+            raise MappingError(f"{row.torch_key}: contains NaN or Inf values")
+        arrays[row.torch_key] = array
+    return arrays, notes
+
+
+def port_weights(state_dict, model, rows):
+    """Assigns every row's checkpoint tensor to its Keras variable.
+
+    Args:
+        state_dict: {key: numpy array} in the official layout.
+        model: a built `cvt_tf.CvT`.
+        rows: `mapping_rows` of the model's SPEC and head.
+
+    Returns:
+        Notes on dtype conversions (empty when the checkpoint is all float32).
+
+    Raises:
+        MappingError: one error listing every missing, unexpected, unassigned and
+            shape-mismatched name, or naming a non-float or non-finite tensor.
+    """
+    variables = keras_variables(model)
+    problems = check_mapping(state_dict, rows, variables)
+    if problems:
+        raise MappingError(
+            f"checkpoint does not fit the model ({len(problems)} problems): " + "; ".join(problems)
+        )
+    arrays, notes = check_values(state_dict, rows)
+    for row in rows:
+        variables[row.keras_path].assign(row.torch_to_keras(arrays.pop(row.torch_key)))
+    return notes

@@ -1,0 +1,19 @@
+"""The CvT variant table and SPEC validation, shared by both implementations.
+
+Plain Python: importing it pulls in neither PyTorch nor TensorFlow.
+"""
+
+from cvt_spec.checkpoints import OFFICIAL_CHECKPOINTS, OfficialCheckpoint, find_official
+from cvt_spec.spec import PER_STAGE_KEYS, SpecError, normalize_spec
+from cvt_spec.variants import VARIANTS, variant_spec
+
+__all__ = [
+    "OFFICIAL_CHECKPOINTS",
+    "PER_STAGE_KEYS",
+    "VARIANTS",
+    "OfficialCheckpoint",
+    "SpecError",
+    "find_official",
+    "normalize_spec",
+    "variant_spec",
+]

@@ -1,0 +1,58 @@
+"""The seven official CvT checkpoints and the artifact names they convert to.
+
+File names as published by microsoft/CvT; the 22k files carry 1000-class heads (fine-tuned on 1k).
+"""
+
+from dataclasses import dataclass
+
+PUBLISHED_AT = "the microsoft/CvT README (OneDrive 'CvT' model zoo)"
+
+
+@dataclass(frozen=True)
+class OfficialCheckpoint:
+    variant: str
+    resolution: int
+    version: str
+    num_classes: int = 1000
+
+    @property
+    def file_name(self):
+        number = self.variant.split("-", 1)[1]
+        res = f"{self.resolution}x{self.resolution}"
+        return f"CvT-{number}-{res}-IN-{self.version}.pth"
+
+    @property
+    def artifact_name(self):
+        res = f"{self.resolution}x{self.resolution}"
+        return f"{self.variant}-{res}_{self.version}"
+
+
+OFFICIAL_CHECKPOINTS = (
+    OfficialCheckpoint("cvt-13", 224, "1k"),
+    OfficialCheckpoint("cvt-13", 384, "1k"),
+    OfficialCheckpoint("cvt-13", 384, "22k"),
+    OfficialCheckpoint("cvt-21", 224, "1k"),
+    OfficialCheckpoint("cvt-21", 384, "1k"),
+    OfficialCheckpoint("cvt-21", 384, "22k"),
+    OfficialCheckpoint("cvt-w24", 384, "22k"),
+)
+
+
+def find_official(variant, resolution, version):
+    """Returns the official checkpoint of that variant, resolution and version.
+
+    Raises:
+        ValueError: no such checkpoint was published; the message lists the seven that were.
+    """
+    for checkpoint in OFFICIAL_CHECKPOINTS:
+        if (checkpoint.variant, checkpoint.resolution, checkpoint.version) == (
+            variant,
+            resolution,
+            version,
+        ):
+            return checkpoint
+    valid = ", ".join(c.artifact_name for c in OFFICIAL_CHECKPOINTS)
+    raise ValueError(
+        f"no official checkpoint for {variant} at {resolution} ({version}); "
+        f"the published ones are: {valid}"
+    )

@@ -1,0 +1,70 @@
+"""Reading a converted artifact: `<name>.weights.h5` (Keras 3 weights) beside `<name>.json`.
+
+The manifest carries the SPEC and head size the weights were converted for.
+"""
+
+import hashlib
+import json
+from pathlib import Path
+
+WEIGHTS_SUFFIX = ".weights.h5"
+MANIFEST_SUFFIX = ".json"
+
+
+def artifact_paths(path):
+    """(weights, manifest) paths of an artifact given either file or their common stem."""
+    path = Path(path)
+    name = path.name
+    for suffix in (WEIGHTS_SUFFIX, MANIFEST_SUFFIX):
+        if name.endswith(suffix):
+            name = name[: -len(suffix)]
+            break
+    return path.with_name(name + WEIGHTS_SUFFIX), path.with_name(name + MANIFEST_SUFFIX)
+
+
+def file_sha256(path):
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for chunk in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def read_manifest(path):
+    """The manifest of an artifact, checked against its weights file.
+
+    Raises:
+        FileNotFoundError: the weights or the manifest is missing.
+        ValueError: the weights file's sha256 differs from the manifest's.
+    """
+    weights_path, manifest_path = artifact_paths(path)
+    for required in (weights_path, manifest_path):
+        if not required.is_file():
+            raise FileNotFoundError(f"{required}: artifact file not found")
+    manifest = json.loads(manifest_path.read_text())
+    expected = manifest["artifact"]["sha256"]
+    actual = file_sha256(weights_path)
+    if actual != expected:
+        raise ValueError(
+            f"{weights_path}: sha256 {actual} differs from the manifest's {expected}; "
+            "the file is damaged or was replaced"
+        )
+    return manifest
+
+
+def load_artifact(path, **model_kwargs):
+    """A built `CvT` with the weights of a converted artifact.
+
+    Args:
+        path: `<name>.weights.h5`, `<name>.json` or `<dir>/<name>`.
+        **model_kwargs: passed to `CvT`, e.g. `classifier_activation="softmax"`.
+    """
+    from cvt_tf.model import CvT
+
+    weights_path, _ = artifact_paths(path)
+    manifest = read_manifest(path)
+    model = CvT(spec=manifest["spec"], num_classes=manifest["num_classes"], **model_kwargs)
+    channels_first = model.data_format == "channels_first"
+    model.build((None, model.in_chans, None, None) if channels_first else (None, None, None, model.in_chans))
+    model.load_weights(weights_path)
+    return model

@@ -1,0 +1,304 @@
+"""Keras 3 layers of CvT: convolutional token embedding, convolutional projections, attention, block.
+
+Tensors are channels_last; token sequences are (batch, tokens, channels) with the cls token first.
+"""
+
+import keras
+from keras import initializers, layers, ops
+
+LAYER_NORM_EPSILON = 1e-5
+BATCH_NORM_EPSILON = 1e-5
+# torch BatchNorm momentum 0.1 weights the new batch; Keras momentum weights the old average.
+BATCH_NORM_MOMENTUM = 0.9
+
+
+def quick_gelu(x):
+    """The activation of the official weights: x * sigmoid(1.702 x)."""
+    return x * ops.sigmoid(1.702 * x)
+
+
+def torch_conv_initializer():
+    """torch's default Conv2d init, kaiming_uniform(a=sqrt(5)): U(+-sqrt(1/fan_in))."""
+    return initializers.VarianceScaling(scale=1.0 / 3.0, mode="fan_in", distribution="uniform")
+
+
+def linear_initializer(init):
+    """Dense kernel init of the SPEC INIT option."""
+    if init == "xavier":
+        return initializers.GlorotUniform()
+    return initializers.TruncatedNormal(stddev=0.02)
+
+
+def layer_norm(name):
+    return layers.LayerNormalization(epsilon=LAYER_NORM_EPSILON, name=name)
+
+
+def flatten_grid(grid):
+    """(batch, h, w, c) -> (batch, h*w, c)."""
+    return ops.reshape(grid, (ops.shape(grid)[0], -1, grid.shape[-1]))
+
+
+@keras.saving.register_keras_serializable(package="cvt_tf")
+class ConvEmbedding(layers.Layer):
+    """Overlapping patch embedding: symmetric zero padding, strided conv, LayerNorm."""
+
+    def __init__(self, dim, patch_size, stride, padding, **kwargs):
+        super().__init__(**kwargs)
+        self.dim = dim
+        self.patch_size = patch_size
+        self.stride = stride
+        self.padding = padding
+        self.pad = layers.ZeroPadding2D(padding, name="pad")
+        self.proj = layers.Conv2D(
+            dim, patch_size, strides=stride, padding="valid",
+            kernel_initializer=torch_conv_initializer(), name="proj",
+        )
+        self.norm = layer_norm("norm")
+
+    def build(self, input_shape):
+        self.proj.build((None, None, None, input_shape[-1]))
+        self.norm.build((None, None, None, self.dim))
+
+    def call(self, x):
+        return self.norm(self.proj(self.pad(x)))
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(dim=self.dim, patch_size=self.patch_size, stride=self.stride, padding=self.padding)
+        return config
+
+
+def pooled_size(n, kernel, stride, padding):
+    """Output length of torch AvgPool2d(ceil_mode=True); `n` is an int or a scalar tensor."""
+    out = (n + 2 * padding - kernel + stride - 1) // stride + 1
+    # torch drops the last window when it would start in the right padding.
+    last_starts_in_padding = (out - 1) * stride >= n + padding
+    if isinstance(n, int):
+        return out - int(last_starts_in_padding)
+    return out - ops.cast(last_starts_in_padding, out.dtype)
+
+
+@keras.saving.register_keras_serializable(package="cvt_tf")
+class TorchAvgPool2D(layers.Layer):
+    """torch AvgPool2d(ceil_mode=True, count_include_pad=True) on channels_last input.
+
+    The divisor counts the zero padding but not the ceil-mode overhang past it, so border windows
+    divide by less than kernel**2; Keras pooling alone cannot express that, hence the rescale.
+    """
+
+    def __init__(self, kernel_size, stride, padding, **kwargs):
+        super().__init__(**kwargs)
+        self.kernel_size = kernel_size
+        self.stride = stride
+        self.padding = padding
+        self.pool = layers.AveragePooling2D(kernel_size, strides=stride, padding="valid", name="pool")
+
+    def _axis(self, n):
+        k, s, p = self.kernel_size, self.stride, self.padding
+        out = pooled_size(n, k, s, p)
+        right_padding = ops.maximum((out - 1) * s + k - n - p, 0)
+        starts = ops.arange(out) * s - p
+        window = ops.minimum(starts + k, n + p) - starts
+        return out, right_padding, ops.cast(window, "float32")
+
+    def call(self, x):
+        _, height, width, _ = ops.shape(x)
+        out_h, pad_h, window_h = self._axis(height)
+        out_w, pad_w, window_w = self._axis(width)
+        p = self.padding
+        padded = ops.pad(x, [[0, 0], [p, pad_h], [p, pad_w], [0, 0]])
+        mean = self.pool(padded)[:, :out_h, :out_w, :]
+        rescale = float(self.kernel_size**2) / (window_h[:, None] * window_w[None, :])
+        return mean * ops.cast(rescale[None, :, :, None], mean.dtype)
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(kernel_size=self.kernel_size, stride=self.stride, padding=self.padding)
+        return config
+
+
+@keras.saving.register_keras_serializable(package="cvt_tf")
+class ConvProjection(layers.Layer):
+    """Projection of the token grid before q/k/v: `dw_bn`, `avg` or `linear` (identity)."""
+
+    def __init__(self, method, kernel_size, stride, padding, **kwargs):
+        super().__init__(**kwargs)
+        self.method = method
+        self.kernel_size = kernel_size
+        self.stride = stride
+        self.padding = padding
+        if method == "dw_bn":
+            self.pad = layers.ZeroPadding2D(padding, name="pad")
+            self.conv = layers.DepthwiseConv2D(
+                kernel_size, strides=stride, padding="valid", use_bias=False,
+                depthwise_initializer=torch_conv_initializer(), name="conv",
+            )
+            self.bn = layers.BatchNormalization(
+                epsilon=BATCH_NORM_EPSILON, momentum=BATCH_NORM_MOMENTUM, name="bn"
+            )
+        elif method == "avg":
+            self.avg = TorchAvgPool2D(kernel_size, stride, padding, name="avg")
+
+    def build(self, input_shape):
+        if self.method == "dw_bn":
+            grid_shape = (None, None, None, input_shape[-1])
+            self.conv.build(grid_shape)
+            self.bn.build(grid_shape)
+
+    def call(self, grid, training=None):
+        if self.method == "dw_bn":
+            return self.bn(self.conv(self.pad(grid)), training=training)
+        if self.method == "avg":
+            return self.avg(grid)
+        return grid
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(
+            method=self.method, kernel_size=self.kernel_size, stride=self.stride, padding=self.padding
+        )
+        return config
+
+
+@keras.saving.register_keras_serializable(package="cvt_tf")
+class ConvAttention(layers.Layer):
+    """Multi-head attention whose q/k/v come from convolutional projections of the token grid.
+
+    The scale is dim ** -0.5 over the whole width, as in the official code, not per head.
+    """
+
+    def __init__(
+        self, dim, num_heads, qkv_bias, method, kernel_size, stride_kv, stride_q, padding_kv,
+        padding_q, with_cls_token, attn_drop=0.0, proj_drop=0.0, init="trunc_norm", **kwargs,
+    ):
+        super().__init__(**kwargs)
+        self.dim = dim
+        self.num_heads = num_heads
+        self.qkv_bias = qkv_bias
+        self.method = method
+        self.kernel_size = kernel_size
+        self.stride_kv = stride_kv
+        self.stride_q = stride_q
+        self.padding_kv = padding_kv
+        self.padding_q = padding_q
+        self.with_cls_token = with_cls_token
+        self.attn_drop = attn_drop
+        self.proj_drop = proj_drop
+        self.init = init
+        self.scale = dim**-0.5
+        # `avg` keeps q as it is: the official code builds q's projection as `linear` then.
+        q_method = "linear" if method == "avg" else method
+        self.conv_proj_q = ConvProjection(q_method, kernel_size, stride_q, padding_q, name="conv_proj_q")
+        self.conv_proj_k = ConvProjection(method, kernel_size, stride_kv, padding_kv, name="conv_proj_k")
+        self.conv_proj_v = ConvProjection(method, kernel_size, stride_kv, padding_kv, name="conv_proj_v")
+        dense = {"kernel_initializer": linear_initializer(init)}
+        self.proj_q = layers.Dense(dim, use_bias=qkv_bias, name="proj_q", **dense)
+        self.proj_k = layers.Dense(dim, use_bias=qkv_bias, name="proj_k", **dense)
+        self.proj_v = layers.Dense(dim, use_bias=qkv_bias, name="proj_v", **dense)
+        self.attn_dropout = layers.Dropout(attn_drop, name="attn_drop")
+        self.proj = layers.Dense(dim, name="proj", **dense)
+        self.proj_dropout = layers.Dropout(proj_drop, name="proj_drop")
+
+    def build(self, input_shape):
+        for projection in (self.conv_proj_q, self.conv_proj_k, self.conv_proj_v):
+            projection.build((None, None, None, input_shape[-1]))
+        for dense in (self.proj_q, self.proj_k, self.proj_v):
+            dense.build((None, None, input_shape[-1]))
+        self.proj.build((None, None, self.dim))
+
+    def _qkv(self, tokens, height, width, training):
+        if self.method == "linear":
+            # The official code raises UnboundLocalError here; its evident intent is that
+            # q, k and v are the tokens themselves, cls token included.
+            return tokens, tokens, tokens
+        if self.with_cls_token:
+            cls_token, tokens = tokens[:, :1], tokens[:, 1:]
+        grid = ops.reshape(tokens, (ops.shape(tokens)[0], height, width, tokens.shape[-1]))
+        projected = []
+        for projection in (self.conv_proj_q, self.conv_proj_k, self.conv_proj_v):
+            sequence = flatten_grid(projection(grid, training=training))
+            if self.with_cls_token:
+                sequence = ops.concatenate([cls_token, sequence], axis=1)
+            projected.append(sequence)
+        return projected
+
+    def _split_heads(self, x):
+        batch = ops.shape(x)[0]
+        x = ops.reshape(x, (batch, -1, self.num_heads, self.dim // self.num_heads))
+        return ops.transpose(x, (0, 2, 1, 3))
+
+    def call(self, tokens, height, width, training=None):
+        q, k, v = self._qkv(tokens, height, width, training)
+        q = self._split_heads(self.proj_q(q))
+        k = self._split_heads(self.proj_k(k))
+        v = self._split_heads(self.proj_v(v))
+        scores = ops.matmul(q, ops.transpose(k, (0, 1, 3, 2))) * ops.cast(self.scale, q.dtype)
+        attention = ops.softmax(ops.cast(scores, "float32"), axis=-1)
+        attention = self.attn_dropout(ops.cast(attention, v.dtype), training=training)
+        x = ops.transpose(ops.matmul(attention, v), (0, 2, 1, 3))
+        x = ops.reshape(x, (ops.shape(x)[0], -1, self.dim))
+        return self.proj_dropout(self.proj(x), training=training)
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(
+            dim=self.dim, num_heads=self.num_heads, qkv_bias=self.qkv_bias, method=self.method,
+            kernel_size=self.kernel_size, stride_kv=self.stride_kv, stride_q=self.stride_q,
+            padding_kv=self.padding_kv, padding_q=self.padding_q,
+            with_cls_token=self.with_cls_token, attn_drop=self.attn_drop,
+            proj_drop=self.proj_drop, init=self.init,
+        )
+        return config
+
+
+@keras.saving.register_keras_serializable(package="cvt_tf")
+class DropPath(layers.Layer):
+    """Stochastic depth: drops whole samples of a residual branch, scaling the rest by 1/keep."""
+
+    def __init__(self, rate, seed=None, **kwargs):
+        super().__init__(**kwargs)
+        self.rate = rate
+        self.seed = seed
+        self.seed_generator = keras.random.SeedGenerator(seed, name="seed_generator")
+
+    def call(self, x, training=None):
+        if not training or self.rate == 0.0:
+            return x
+        keep = 1.0 - self.rate
+        shape = (ops.shape(x)[0],) + (1,) * (len(x.shape) - 1)
+        noise = keras.random.uniform(shape, dtype=x.dtype, seed=self.seed_generator)
+        return x * ops.floor(keep + noise) / keep
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(rate=self.rate, seed=self.seed)
+        return config
+
+
+@keras.saving.register_keras_serializable(package="cvt_tf")
+class Mlp(layers.Layer):
+    """fc1 -> QuickGELU -> dropout -> fc2 -> dropout."""
+
+    def __init__(self, dim, hidden_dim, drop=0.0, init="trunc_norm", **kwargs):
+        super().__init__(**kwargs)
+        self.dim = dim
+        self.hidden_dim = hidden_dim
+        self.drop = drop
+        self.init = init
+        dense = {"kernel_initializer": linear_initializer(init)}
+        self.fc1 = layers.Dense(hidden_dim, name="fc1", **dense)
+        self.fc2 = layers.Dense(dim, name="fc2", **dense)
+        self.dropout = layers.Dropout(drop, name="drop")
+
+    def build(self, input_shape):
+        self.fc1.build((None, None, self.dim))
+        self.fc2.build((None, None, self.hidden_dim))
+
+    def call(self, x, training=None):
+        x = self.dropout(quick_gelu(self.fc1(x)), training=training)
+        return self.dropout(self.fc2(x), training=training)
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(dim=self.dim, hidden_dim=self.hidden_dim, drop=self.drop, init=self.init)
+        return config

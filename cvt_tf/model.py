@@ -1,0 +1,123 @@
+"""The CvT model: stages, final LayerNorm, classification head.
+
+Built from a predefined configuration or an official SPEC; channels_last inside.
+"""
+
+import keras
+from keras import layers, ops
+
+from cvt_spec import normalize_spec, variant_spec
+from cvt_tf.layers import flatten_grid, layer_norm
+from cvt_tf.stage import Stage, stage_kwargs
+
+DATA_FORMATS = ("channels_last", "channels_first")
+
+
+def resolve_spec(configuration, spec):
+    """The normalized SPEC named by exactly one of `configuration` and `spec`."""
+    if (configuration is None) == (spec is None):
+        raise ValueError(
+            "give exactly one of configuration= (e.g. 'cvt-21') and spec= (official SPEC keys); "
+            f"got configuration={configuration!r}, spec={'given' if spec is not None else None}"
+        )
+    return variant_spec(configuration) if configuration is not None else normalize_spec(spec)
+
+
+@keras.saving.register_keras_serializable(package="cvt_tf")
+class CvT(keras.Model):
+    """Convolutional vision Transformer (Wu et al. 2021) with the official microsoft/CvT numerics.
+
+    Args:
+        configuration: a predefined variant, `cvt-13`, `cvt-21` or `cvt-w24`.
+        spec: instead of `configuration`, a dict of official SPEC keys.
+        num_classes: width of the head; 0 returns the pooled feature vector.
+        in_chans: channels of the input image.
+        input_shape: (H, W, C) or (C, H, W) per `data_format`; builds the model at once if given.
+        data_format: `channels_last` or `channels_first` (transposed once on entry).
+        classifier_activation: None for logits, or any Keras activation, e.g. "softmax".
+        include_top: False returns the pooled feature vector, as num_classes=0.
+    """
+
+    def __init__(
+        self, configuration=None, spec=None, num_classes=1000, in_chans=3, input_shape=None,
+        data_format="channels_last", classifier_activation=None, include_top=True, name="cvt",
+        **kwargs,
+    ):
+        super().__init__(name=name, **kwargs)
+        if data_format not in DATA_FORMATS:
+            raise ValueError(f"data_format must be one of {DATA_FORMATS}, got {data_format!r}")
+        if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 0:
+            raise ValueError(f"num_classes must be an integer >= 0, got {num_classes!r}")
+        self.configuration = configuration
+        self.spec = resolve_spec(configuration, spec)
+        self.num_classes = num_classes
+        self.in_chans = in_chans
+        self.data_format = data_format
+        self.classifier_activation = classifier_activation
+        self.include_top = include_top
+        self.stages = [
+            Stage(**stage_kwargs(self.spec, i), name=f"stage{i}")
+            for i in range(self.spec["NUM_STAGES"])
+        ]
+        self.has_cls_token = self.spec["CLS_TOKEN"][-1]
+        self.num_features = self.spec["DIM_EMBED"][-1]
+        self.norm = layer_norm("norm")
+        self.head = None
+        if include_top and num_classes > 0:
+            head_init = keras.initializers.TruncatedNormal(stddev=0.02)
+            self.head = layers.Dense(num_classes, kernel_initializer=head_init, name="head")
+        self.activation = keras.activations.get(classifier_activation)
+        self.model_input_shape = tuple(input_shape) if input_shape is not None else None
+        if input_shape is not None:
+            self.build((None, *input_shape))
+
+    def build(self, input_shape):
+        channels = input_shape[1] if self.data_format == "channels_first" else input_shape[-1]
+        if channels is not None and channels != self.in_chans:
+            raise ValueError(f"input has {channels} channels, the model was made with in_chans={self.in_chans}")
+        for stage in self.stages:
+            stage.build((None, None, None, channels or self.in_chans))
+            channels = stage.dim
+        self.norm.build((None, None, self.num_features))
+        if self.head is not None:
+            self.head.build((None, self.num_features))
+        self.built = True
+
+    def forward_stages(self, inputs, training=None):
+        """Returns {"stage0": grid, ..., "features": pooled vector, "logits": head output}."""
+        x = inputs
+        if self.data_format == "channels_first":
+            x = ops.transpose(x, (0, 2, 3, 1))
+        outputs = {}
+        for i, stage in enumerate(self.stages):
+            x = stage(x, training=training)
+            if stage.with_cls_token:
+                x, cls_token = x
+            outputs[f"stage{i}"] = x
+        if self.has_cls_token:
+            features = self.norm(cls_token)[:, 0]
+        else:
+            # Official order: LayerNorm every token, then average them.
+            features = ops.mean(self.norm(flatten_grid(x)), axis=1)
+        outputs["features"] = features
+        if self.head is not None:
+            outputs["logits"] = self.activation(self.head(features))
+        return outputs
+
+    def call(self, inputs, training=None):
+        outputs = self.forward_stages(inputs, training=training)
+        return outputs["logits"] if self.head is not None else outputs["features"]
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(
+            configuration=self.configuration,
+            spec=None if self.configuration is not None else self.spec,
+            num_classes=self.num_classes, in_chans=self.in_chans,
+            input_shape=self.model_input_shape, data_format=self.data_format,
+            classifier_activation=keras.activations.serialize(self.activation)
+            if self.classifier_activation is not None else None,
+            include_top=self.include_top,
+        )
+        return config
+
