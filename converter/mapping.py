@@ -33,6 +33,10 @@ class Row:
         permutation = TRANSFORMS[self.transform]
         return array if permutation is None else np.transpose(array, np.argsort(permutation))
 
+    def torch_to_keras_shape(self, torch_shape):
+        permutation = TRANSFORMS[self.transform]
+        return tuple(torch_shape) if permutation is None else tuple(torch_shape[a] for a in permutation)
+
     def torch_shape(self, keras_shape):
         """The checkpoint shape that maps onto a Keras variable of `keras_shape`."""
         permutation = TRANSFORMS[self.transform]

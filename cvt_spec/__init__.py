@@ -3,7 +3,7 @@
 Plain Python: importing it pulls in neither PyTorch nor TensorFlow.
 """
 
-from cvt_spec.checkpoints import OFFICIAL_CHECKPOINTS, OfficialCheckpoint, find_official
+from cvt_spec.checkpoints import OFFICIAL_CHECKPOINTS, PUBLISHED_AT, OfficialCheckpoint, find_official
 from cvt_spec.spec import PER_STAGE_KEYS, SpecError, normalize_spec
 from cvt_spec.variants import VARIANTS, variant_spec
 
@@ -11,6 +11,7 @@ __all__ = [
     "OFFICIAL_CHECKPOINTS",
     "PER_STAGE_KEYS",
     "VARIANTS",
+    "PUBLISHED_AT",
     "OfficialCheckpoint",
     "SpecError",
     "find_official",

@@ -1,0 +1,96 @@
+"""The click group behind `python convert.py`: conversion options and subcommands.
+
+Every failure ends as one `error:` line on stderr with exit code 1 (parity) or 2 (bad input).
+"""
+
+import shlex
+import sys
+
+import click
+
+from convert_cli.errors import BadInput, ParityFailed, quiet_native_stderr, report_and_exit
+from convert_cli.plan import check_atol, parse_resolution, plan_conversion
+from cvt_spec import VARIANTS
+
+HELP = """Convert an official PyTorch CvT checkpoint to a Keras 3 artifact and prove parity.
+
+\b
+  python convert.py --config cvt-21 --res 384 --synthetic
+  python convert.py --config cvt-21 --res 384 --checkpoint CvT-21-384x384-IN-1k.pth
+  python convert.py --spec cvt-13-224x224.yaml --checkpoint my.pth --name my-cvt
+
+Writes OUT/NAME.weights.h5 and OUT/NAME.json (manifest) only when parity passes.
+Exit codes: 0 ok, 1 parity failed, 2 bad input or usage.
+"""
+
+
+def show_mapping(job):
+    from converter.mapping import mapping_rows
+    from converter.synthetic import official_shapes
+
+    shapes = official_shapes(job.spec, job.num_classes)
+    for row in mapping_rows(job.spec, job.num_classes):
+        torch_shape = shapes[row.torch_key][0]
+        keras_shape = tuple(row.torch_to_keras_shape(torch_shape))
+        click.echo(f"{row.torch_key} {list(torch_shape)} -> {row.keras_path} {list(keras_shape)} [{row.transform}]")
+    ignored = [key for key in shapes if key not in {r.torch_key for r in mapping_rows(job.spec, job.num_classes)}]
+    click.echo(f"# {len(shapes) - len(ignored)} rows; ignored: {len(ignored)} BatchNorm num_batches_tracked")
+
+
+def run_conversion(job):
+    from converter.checkpoint import CheckpointError
+    from converter.pipeline import ParityError, convert
+    from converter.port import MappingError
+
+    try:
+        weights_path, manifest_path, _ = convert(job, progress=click.echo)
+    except ParityError as error:
+        raise ParityFailed(str(error)) from None
+    except (CheckpointError, MappingError) as error:
+        raise BadInput(str(error)) from None
+    except OSError as error:
+        raise BadInput(f"cannot write the artifact to {job.out_dir}: {error.strerror or error}") from None
+    click.echo(f"wrote {weights_path} and {manifest_path}")
+
+
+@click.group(invoke_without_command=True, help=HELP, context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("--config", help=f"Predefined variant: {', '.join(VARIANTS)}.")
+@click.option("--spec", type=click.Path(dir_okay=False), help="Official experiment YAML, or a JSON/YAML of SPEC keys.")
+@click.option("--res", callback=parse_resolution, help="Input resolution, H or HxW (default 224; 384 for cvt-w24).")
+@click.option("--version", type=click.Choice(["1k", "22k"]), default="1k", show_default=True,
+              help="ImageNet-1k or -22k pretraining of the official checkpoint.")
+@click.option("--checkpoint", type=click.Path(), help="Checkpoint file (.pth or .safetensors). "
+              "Default for --config: checkpoints/<official file name>.")
+@click.option("--num-classes", type=click.IntRange(min=0), help="Head size (default 1000, or the YAML's).")
+@click.option("--name", help="Artifact name (default e.g. cvt-21-384x384_1k).")
+@click.option("--out", default="artifacts", show_default=True, type=click.Path(file_okay=False),
+              help="Output directory.")
+@click.option("--atol", type=float, default=1e-4, show_default=True, callback=check_atol,
+              help="Largest allowed absolute difference on any output.")
+@click.option("--no-parity", is_flag=True, help="Skip the parity check (not recommended).")
+@click.option("--synthetic", is_flag=True, help="Use a seeded synthetic checkpoint in the official layout.")
+@click.option("--seed", type=int, default=0, show_default=True, help="Seed of --synthetic and the parity inputs.")
+@click.option("--show-mapping", is_flag=True, help="Print every mapping row and exit; needs no checkpoint.")
+@click.option("--debug", is_flag=True, help="Show TensorFlow's logs and full tracebacks.")
+@click.pass_context
+def main(ctx, **options):
+    if ctx.invoked_subcommand is not None:
+        return
+    job = plan_conversion(options, command=shlex.join(["convert.py", *sys.argv[1:]]))
+    if options["show_mapping"]:
+        show_mapping(job)
+        return
+    run_conversion(job)
+
+
+def run(argv=None):
+    """Entry point: runs the CLI with one-line errors and quiet native logs."""
+    argv = sys.argv[1:] if argv is None else argv
+    debug = "--debug" in argv
+    with quiet_native_stderr(enabled=not debug):
+        try:
+            main.main(args=argv, prog_name="convert.py", standalone_mode=False)
+        except Exception as error:
+            if debug:
+                raise
+            report_and_exit(error)

@@ -1,0 +1,136 @@
+"""Safe checkpoint loading and the two-sided accounting of the port."""
+
+import collections
+
+import numpy as np
+import pytest
+import torch
+
+from converter.checkpoint import CheckpointError, load_checkpoint
+from converter.mapping import mapping_rows
+from converter.pipeline import build_keras_model
+from converter.port import MappingError, port_weights
+from converter.synthetic import save_checkpoint, synthetic_state_dict
+from cvt_spec import normalize_spec
+from tests.conftest import tiny_spec
+
+
+@pytest.fixture(scope="module")
+def spec():
+    return normalize_spec(tiny_spec())
+
+
+@pytest.fixture(scope="module")
+def state_dict(spec):
+    return synthetic_state_dict(spec, 10, seed=3)
+
+
+def _tensors(state_dict):
+    return {key: torch.from_numpy(np.asarray(value)) for key, value in state_dict.items()}
+
+
+@pytest.mark.parametrize(
+    "wrap",
+    [
+        lambda sd: sd,
+        lambda sd: {"state_dict": sd},
+        lambda sd: {"model": sd, "epoch": 3},
+        lambda sd: collections.OrderedDict(("module." + k, v) for k, v in sd.items()),
+        lambda sd: {"state_dict": {"module." + k: v for k, v in sd.items()}},
+    ],
+    ids=["bare", "state_dict", "model", "module_prefix", "nested_module"],
+)
+def test_wrappers_are_unwrapped(tmp_path, state_dict, wrap):
+    path = tmp_path / "ckpt.pth"
+    torch.save(wrap(_tensors(state_dict)), path)
+    loaded = load_checkpoint(path)
+    assert sorted(loaded) == sorted(state_dict)
+    for key, value in state_dict.items():
+        np.testing.assert_array_equal(loaded[key], value)
+
+
+def test_safetensors_file_is_accepted(tmp_path, state_dict):
+    from safetensors.torch import save_file
+
+    path = tmp_path / "ckpt.safetensors"
+    save_file({k: v.contiguous() for k, v in _tensors(state_dict).items()}, str(path))
+    loaded = load_checkpoint(path)
+    np.testing.assert_array_equal(loaded["head.weight"], state_dict["head.weight"])
+
+
+def test_malicious_pickle_is_refused_and_never_runs(tmp_path):
+    marker = tmp_path / "pwned"
+
+    class Exploit:
+        def __reduce__(self):
+            return (open, (str(marker), "w"))
+
+    path = tmp_path / "evil.pth"
+    torch.save({"head.weight": Exploit()}, path)
+    with pytest.raises(CheckpointError, match="not a safe torch checkpoint"):
+        load_checkpoint(path)
+    assert not marker.exists()
+
+
+@pytest.mark.parametrize(
+    ("make", "message"),
+    [
+        (lambda p: None, "no such file"),
+        (lambda p: p.mkdir(), "is a directory"),
+        (lambda p: p.write_bytes(b""), "file is empty"),
+        (lambda p: p.write_bytes(np.random.default_rng(0).bytes(4096)), "not a"),
+    ],
+    ids=["missing", "directory", "empty", "random_bytes"],
+)
+def test_unreadable_files_name_the_file(tmp_path, make, message):
+    path = tmp_path / "bad.pth"
+    make(path)
+    with pytest.raises(CheckpointError, match=message) as error:
+        load_checkpoint(path)
+    assert str(path) in str(error.value)
+
+
+def test_round_trip_through_a_pth_file(tmp_path, state_dict):
+    path = tmp_path / "ckpt.pth"
+    save_checkpoint(state_dict, path)
+    loaded = load_checkpoint(path)
+    assert loaded["stage0.blocks.0.attn.conv_proj_q.bn.num_batches_tracked"].dtype == np.int64
+
+
+def test_one_error_lists_every_missing_unexpected_and_mismatched_name(spec, state_dict):
+    broken = dict(state_dict)
+    del broken["stage1.blocks.0.mlp.fc1.bias"]
+    del broken["norm.weight"]
+    broken["stage9.extra.weight"] = np.zeros((2, 2), np.float32)
+    broken["head.weight"] = np.zeros((11, 48), np.float32)
+    with pytest.raises(MappingError) as error:
+        port_weights(broken, build_keras_model(spec, 10), mapping_rows(spec, 10))
+    message = str(error.value)
+    assert "4 problems" in message
+    assert "missing in checkpoint: stage1.blocks.0.mlp.fc1.bias" in message
+    assert "missing in checkpoint: norm.weight" in message
+    assert "unexpected in checkpoint: stage9.extra.weight (2, 2)" in message
+    assert "shape mismatch: head.weight is (11, 48), expected (10, 48) for head/kernel" in message
+
+
+def test_checkpoint_of_another_variant_is_refused(spec, state_dict):
+    other = normalize_spec(tiny_spec(DEPTH=[1, 1, 3]))
+    with pytest.raises(MappingError, match="missing in checkpoint: stage2.blocks.2.norm1.weight"):
+        port_weights(dict(state_dict), build_keras_model(other, 10), mapping_rows(other, 10))
+
+
+def test_non_finite_and_integer_weights_are_refused(spec, state_dict):
+    model = build_keras_model(spec, 10)
+    rows = mapping_rows(spec, 10)
+    broken = dict(state_dict, **{"stage0.patch_embed.proj.bias": np.full(16, np.nan, np.float32)})
+    with pytest.raises(MappingError, match="stage0.patch_embed.proj.bias: contains NaN or Inf"):
+        port_weights(broken, model, rows)
+    broken = dict(state_dict, **{"norm.bias": np.zeros(48, np.int64)})
+    with pytest.raises(MappingError, match="norm.bias: dtype int64, expected a floating-point tensor"):
+        port_weights(broken, model, rows)
+
+
+def test_half_precision_weights_are_widened_with_a_note(spec, state_dict):
+    half = {k: (v.astype(np.float16) if v.dtype == np.float32 else v) for k, v in state_dict.items()}
+    notes = port_weights(half, build_keras_model(spec, 10), mapping_rows(spec, 10))
+    assert notes and all("float16 converted to float32" in note for note in notes)
