@@ -22,11 +22,19 @@ def torch_conv_initializer():
     return initializers.VarianceScaling(scale=1.0 / 3.0, mode="fan_in", distribution="uniform")
 
 
+def trunc_normal_initializer():
+    """timm's trunc_normal_(std=0.02): cut at +-2 absolute, i.e. 100 std, so a plain normal.
+
+    Keras' TruncatedNormal cuts at 2 std and would give std 0.0176 instead of 0.02.
+    """
+    return initializers.RandomNormal(stddev=0.02)
+
+
 def linear_initializer(init):
     """Dense kernel init of the SPEC INIT option."""
     if init == "xavier":
         return initializers.GlorotUniform()
-    return initializers.TruncatedNormal(stddev=0.02)
+    return trunc_normal_initializer()
 
 
 def layer_norm(name):

@@ -7,7 +7,7 @@ import keras
 from keras import layers, ops
 
 from cvt_spec import normalize_spec, variant_spec
-from cvt_tf.layers import flatten_grid, layer_norm
+from cvt_tf.layers import flatten_grid, layer_norm, trunc_normal_initializer
 from cvt_tf.stage import Stage, stage_kwargs
 
 DATA_FORMATS = ("channels_last", "channels_first")
@@ -64,8 +64,7 @@ class CvT(keras.Model):
         self.norm = layer_norm("norm")
         self.head = None
         if include_top and num_classes > 0:
-            head_init = keras.initializers.TruncatedNormal(stddev=0.02)
-            self.head = layers.Dense(num_classes, kernel_initializer=head_init, name="head")
+            self.head = layers.Dense(num_classes, kernel_initializer=trunc_normal_initializer(), name="head")
         self.activation = keras.activations.get(classifier_activation)
         self.model_input_shape = tuple(input_shape) if input_shape is not None else None
         if input_shape is not None:

@@ -6,7 +6,15 @@ A stage embeds its input grid, prepends its cls token, runs its blocks and retur
 import keras
 from keras import layers, ops
 
-from cvt_tf.layers import ConvAttention, ConvEmbedding, DropPath, Mlp, flatten_grid, layer_norm
+from cvt_tf.layers import (
+    ConvAttention,
+    ConvEmbedding,
+    DropPath,
+    Mlp,
+    flatten_grid,
+    layer_norm,
+    trunc_normal_initializer,
+)
 
 
 @keras.saving.register_keras_serializable(package="cvt_tf")
@@ -117,7 +125,7 @@ class Stage(layers.Layer):
         self.patch_embed.build(input_shape)
         if self.with_cls_token:
             self.cls_token = self.add_weight(
-                shape=(1, 1, self.dim), initializer=keras.initializers.TruncatedNormal(stddev=0.02),
+                shape=(1, 1, self.dim), initializer=trunc_normal_initializer(),
                 name="cls_token",
             )
         for block in self.blocks:
