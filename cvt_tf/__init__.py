@@ -4,6 +4,18 @@ Imports neither PyTorch nor the PyTorch reference.
 """
 
 from cvt_tf.artifact import load_artifact
+from cvt_tf.imagenet import decode_predictions
+from cvt_tf.images import ImageError, load_image
 from cvt_tf.model import CvT
+from cvt_tf.preprocessing import EvalPreprocessing, EvalTransform, preprocess_input
 
-__all__ = ["CvT", "load_artifact"]
+__all__ = [
+    "CvT",
+    "EvalPreprocessing",
+    "EvalTransform",
+    "ImageError",
+    "decode_predictions",
+    "load_artifact",
+    "load_image",
+    "preprocess_input",
+]
