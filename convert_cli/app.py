@@ -94,3 +94,8 @@ def run(argv=None):
             if debug:
                 raise
             report_and_exit(error)
+
+
+from convert_cli.predict import predict  # noqa: E402
+
+main.add_command(predict)
