@@ -6,6 +6,7 @@ The torchvision side is microsoft/CvT `build_transforms(cfg, is_train=False)` wi
 import subprocess
 import sys
 
+import keras
 import numpy as np
 import pytest
 import skimage.data
@@ -127,6 +128,12 @@ def test_converted_model_gets_the_reference_logits_from_real_photos():
         actual = np.asarray(keras_model(preprocess_input(photos, resolution)))
         assert np.max(np.abs(actual - expected)) < 1e-5
         np.testing.assert_array_equal(np.argsort(-actual)[:, :5], np.argsort(-expected)[:, :5])
+    # The layer inside a functional model taking raw uint8 images of any size.
+    pixels = keras.Input((None, None, 3), dtype="uint8")
+    end_to_end = keras.Model(pixels, keras_model(EvalPreprocessing(224)(pixels)))
+    rocket = photo("rocket")
+    expected = keras_model.predict(preprocess_input(rocket), verbose=0)
+    np.testing.assert_allclose(end_to_end.predict(rocket[None], verbose=0), expected, rtol=0, atol=1e-6)
 
 
 def test_input_forms_give_the_same_batch(tmp_path):
