@@ -1,10 +1,11 @@
 """The click group behind `python convert.py`: conversion options and subcommands.
 
-Every failure ends as one `error:` line on stderr with exit code 1 (parity) or 2 (bad input).
+Every failure ends as one `error:` line on stderr: exit code 1 (parity), 2 (bad input), 3 (a bug).
 """
 
 import shlex
 import sys
+from pathlib import Path
 
 import click
 
@@ -20,7 +21,7 @@ HELP = """Convert an official PyTorch CvT checkpoint to a Keras 3 artifact and p
   python convert.py --spec cvt-13-224x224.yaml --checkpoint my.pth --name my-cvt
 
 Writes OUT/NAME.weights.h5 and OUT/NAME.json (manifest) only when parity passes.
-Exit codes: 0 ok, 1 parity failed, 2 bad input or usage.
+Exit codes: 0 ok, 1 parity failed, 2 bad input or usage, 3 internal error.
 """
 
 
@@ -41,15 +42,23 @@ def run_conversion(job):
     from converter.checkpoint import CheckpointError
     from converter.pipeline import ParityError, convert
     from converter.port import MappingError
+    from converter.validate import HeadMismatch
 
+    source = f"{job.checkpoint}: " if job.checkpoint is not None else ""
     try:
         weights_path, manifest_path, _ = convert(job, progress=click.echo)
     except ParityError as error:
-        raise ParityFailed(str(error)) from None
-    except (CheckpointError, MappingError) as error:
+        raise ParityFailed(f"{source}{error}") from None
+    except CheckpointError as error:
         raise BadInput(str(error)) from None
+    except HeadMismatch as error:
+        raise BadInput(source + error.describe("--num-classes")) from None
+    except MappingError as error:
+        raise BadInput(f"{source}{error}") from None
     except OSError as error:
-        raise BadInput(f"cannot write the artifact to {job.out_dir}: {error.strerror or error}") from None
+        target = Path(error.filename or job.out_dir)
+        action = "cannot write " if target.parent == job.out_dir or target == job.out_dir else ""
+        raise BadInput(f"{action}{target}: {error.strerror or error}") from None
     click.echo(f"wrote {weights_path} and {manifest_path}")
 
 
@@ -69,7 +78,8 @@ def run_conversion(job):
               help="Largest allowed absolute difference on any output.")
 @click.option("--no-parity", is_flag=True, help="Skip the parity check (not recommended).")
 @click.option("--synthetic", is_flag=True, help="Use a seeded synthetic checkpoint in the official layout.")
-@click.option("--seed", type=int, default=0, show_default=True, help="Seed of --synthetic and the parity inputs.")
+@click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True,
+              help="Seed of --synthetic and the parity inputs.")
 @click.option("--show-mapping", is_flag=True, help="Print every mapping row and exit; needs no checkpoint.")
 @click.option("--debug", is_flag=True, help="Show TensorFlow's logs and full tracebacks.")
 @click.pass_context
@@ -87,13 +97,13 @@ def run(argv=None):
     """Entry point: runs the CLI with one-line errors and quiet native logs."""
     argv = sys.argv[1:] if argv is None else argv
     debug = "--debug" in argv
-    with quiet_native_stderr(enabled=not debug):
+    with quiet_native_stderr(enabled=not debug) as stderr:
         try:
             main.main(args=argv, prog_name="convert.py", standalone_mode=False)
-        except Exception as error:
+        except (Exception, KeyboardInterrupt) as error:
             if debug:
                 raise
-            report_and_exit(error)
+            report_and_exit(error, stderr)
 
 
 from convert_cli.predict import predict  # noqa: E402

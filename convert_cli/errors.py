@@ -1,6 +1,6 @@
 """Exit codes and one-line error reporting for the CLI.
 
-0: success; 1: parity failed; 2: bad input or usage. Errors are one line on stderr, no traceback.
+0: success; 1: parity failed; 2: bad input or usage; 3: internal error. One line on stderr, no traceback.
 """
 
 import contextlib
@@ -9,7 +9,7 @@ import sys
 
 import click
 
-EXIT_OK, EXIT_PARITY, EXIT_BAD_INPUT = 0, 1, 2
+EXIT_OK, EXIT_PARITY, EXIT_BAD_INPUT, EXIT_INTERNAL, EXIT_INTERRUPTED = 0, 1, 2, 3, 130
 
 
 class BadInput(click.ClickException):
@@ -24,12 +24,13 @@ class ParityFailed(click.ClickException):
 
 @contextlib.contextmanager
 def quiet_native_stderr(enabled=True):
-    """Sends what native libraries write to fd 2 (TensorFlow's absl/oneDNN lines) to /dev/null.
+    """Keeps stderr for the CLI's own error line; yields a text stream on the real stderr.
 
-    Python's sys.stderr keeps the real stderr, so the CLI's own messages still reach the user.
+    What native libraries write to fd 2 (TensorFlow's absl/oneDNN lines) goes to /dev/null, and
+    Python-level writes to sys.stderr (warnings, logging) go to stdout with the progress lines.
     """
     if not enabled:
-        yield
+        yield sys.stderr
         return
     sys.stderr.flush()
     saved = os.dup(2)
@@ -37,11 +38,13 @@ def quiet_native_stderr(enabled=True):
     os.dup2(devnull, 2)
     os.close(devnull)
     previous = sys.stderr
-    sys.stderr = open(saved, "w", buffering=1, closefd=False)
+    real_stderr = open(saved, "w", buffering=1, closefd=False)
+    sys.stderr = sys.stdout
     try:
-        yield
+        yield real_stderr
     finally:
-        sys.stderr.flush()
+        sys.stdout.flush()
+        real_stderr.flush()
         sys.stderr = previous
         os.dup2(saved, 2)
         os.close(saved)
@@ -51,14 +54,24 @@ def one_line(message):
     return " ".join(str(message).split())
 
 
-def report_and_exit(error):
-    """Prints `error: <message>` as one line and exits with the error's code."""
+def describe_error(error):
+    """(exit code, one-line message) for an exception that ended the CLI."""
     if isinstance(error, click.exceptions.Exit):
-        sys.exit(error.exit_code)
+        return error.exit_code, None
+    if isinstance(error, KeyboardInterrupt):
+        return EXIT_INTERRUPTED, "interrupted"
     if isinstance(error, click.Abort):
-        print("error: aborted", file=sys.stderr)
-        sys.exit(EXIT_BAD_INPUT)
-    code = getattr(error, "exit_code", EXIT_BAD_INPUT)
-    message = error.format_message() if isinstance(error, click.ClickException) else str(error)
-    print(f"error: {one_line(message)}", file=sys.stderr)
+        return EXIT_BAD_INPUT, "aborted"
+    if isinstance(error, click.ClickException):
+        return error.exit_code, one_line(error.format_message())
+    # Anything else is a bug in cvt-convert or a library: still one line, the traceback on --debug.
+    detail = f"{type(error).__name__}: {error}" if str(error) else type(error).__name__
+    return EXIT_INTERNAL, one_line(f"internal error ({detail}); rerun with --debug for the traceback")
+
+
+def report_and_exit(error, stream=None):
+    """Prints `error: <message>` as one line on `stream` (default stderr) and exits with the error's code."""
+    code, message = describe_error(error)
+    if message is not None:
+        print(f"error: {message}", file=stream or sys.stderr)
     sys.exit(code)

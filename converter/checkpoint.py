@@ -4,10 +4,13 @@ Pickles are read with `weights_only=True`: code inside a malicious file never ru
 """
 
 import pickle
+import re
 import zipfile
 from pathlib import Path
 
 import torch
+
+from cvt_spec.files import InputFileError, check_input_file
 
 WRAPPER_KEYS = ("state_dict", "model")
 MODULE_PREFIX = "module."
@@ -17,12 +20,36 @@ class CheckpointError(ValueError):
     """A checkpoint file that cannot be read as a state dict; the message names the file."""
 
 
+def _is_safetensors(path):
+    """A safetensors file opens with an 8-byte little-endian header length and a JSON header."""
+    with open(path, "rb") as handle:
+        head = handle.read(9)
+    return len(head) == 9 and head[8:9] == b"{" and int.from_bytes(head[:8], "little") < path.stat().st_size
+
+
 def _read(path):
-    if path.suffix == ".safetensors":
+    if path.suffix == ".safetensors" or _is_safetensors(path):
         from safetensors.torch import load_file
 
         return load_file(str(path))
-    return torch.load(path, map_location="cpu", weights_only=True, mmap=zipfile.is_zipfile(path))
+    if zipfile.is_zipfile(path):
+        with zipfile.ZipFile(path) as archive:
+            if not any(name.endswith("data.pkl") for name in archive.namelist()):
+                raise CheckpointError(f"{path}: a zip archive without data.pkl, not a torch checkpoint")
+        return torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+    return torch.load(path, map_location="cpu", weights_only=True)
+
+
+def _unpickling_problem(error):
+    """What torch's restricted unpickler refused: a Python global (code) or damaged data."""
+    text = str(error)
+    called = re.search(r"GLOBAL ([\w.]+)", text)
+    if called:
+        return (f"not a safe torch checkpoint (refused: it calls {called[1]} on load, "
+                "which could run code; only tensors are allowed)")
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    detail = next((line for line in lines if line.startswith("Unsupported")), lines[0] if lines else "")
+    return f"not a readable torch checkpoint (damaged pickle data: {detail})"
 
 
 def unwrap_state_dict(loaded, source="checkpoint"):
@@ -36,6 +63,8 @@ def unwrap_state_dict(loaded, source="checkpoint"):
         raise CheckpointError(f"{source}: holds no state dict (found {type(loaded).__name__})")
     state_dict = {}
     for key, value in loaded.items():
+        if not isinstance(key, str):
+            raise CheckpointError(f"{source}: key {key!r} ({type(key).__name__}) is not a string")
         if not isinstance(value, torch.Tensor):
             raise CheckpointError(f"{source}: {key} is a {type(value).__name__}, not a tensor")
         name = key[len(MODULE_PREFIX):] if key.startswith(MODULE_PREFIX) else key
@@ -44,38 +73,51 @@ def unwrap_state_dict(loaded, source="checkpoint"):
 
 
 def to_numpy(tensor):
-    # numpy has no bfloat16: widen it here; float16 stays float16 until the port widens it.
+    # numpy has no bfloat16: widen it here (exactly); float16 stays float16 until validation widens it.
     if tensor.dtype == torch.bfloat16:
         tensor = tensor.float()
     return tensor.detach().numpy()
 
 
-def load_checkpoint(path):
-    """Reads an official checkpoint (`.pth` or `.safetensors`) as {key: numpy array}.
+def _arrays(tensors, source, dtype_notes):
+    arrays = {}
+    for key, tensor in tensors.items():
+        if tensor.layout != torch.strided or tensor.is_quantized:
+            kind = "quantized" if tensor.is_quantized else str(tensor.layout).replace("torch.", "")
+            raise CheckpointError(f"{source}: {key} is a {kind} tensor, expected a dense one")
+        if tensor.dtype == torch.bfloat16 and dtype_notes is not None:
+            dtype_notes.append(f"{key}: bfloat16 converted to float32")
+        arrays[key] = to_numpy(tensor)
+    return arrays
+
+
+def load_checkpoint(path, dtype_notes=None):
+    """Reads an official checkpoint (`.pth` or safetensors) as {key: numpy array}.
 
     Accepts a bare state dict or one wrapped in `state_dict` or `model`; strips `module.`.
 
+    Args:
+        path: the checkpoint file; safetensors files are recognised by content, not only suffix.
+        dtype_notes: a list that receives a note for each bfloat16 tensor, widened to float32
+            here because numpy has no bfloat16.
+
     Raises:
-        CheckpointError: the file is missing, unreadable, not a torch checkpoint, holds
-            objects other than tensors, or would need code execution to load.
+        CheckpointError: the file is missing, not a regular file, empty, unreadable, not a torch
+            checkpoint, holds objects other than tensors, or would need code execution to load.
     """
     path = Path(path)
-    if not path.exists():
-        raise CheckpointError(f"{path}: no such file")
-    if path.is_dir():
-        raise CheckpointError(f"{path}: is a directory, expected a checkpoint file")
-    if path.stat().st_size == 0:
-        raise CheckpointError(f"{path}: file is empty")
     try:
+        check_input_file(path, kind="checkpoint")
         loaded = _read(path)
+    except InputFileError as error:
+        raise CheckpointError(str(error)) from None
     except PermissionError as error:
         raise CheckpointError(f"{path}: cannot be read ({error.strerror})") from None
     except pickle.UnpicklingError as error:
-        reason = str(error).splitlines()[0] if "weights_only" not in str(error) else (
-            "refused: it holds objects other than tensors, which could run code on load"
-        )
-        raise CheckpointError(f"{path}: not a safe torch checkpoint ({reason})") from None
-    except Exception as error:  # torch raises many types for damaged files
+        raise CheckpointError(f"{path}: {_unpickling_problem(error)}") from None
+    except CheckpointError:
+        raise
+    except Exception as error:  # torch and safetensors raise many types for damaged files
         first_line = (str(error).splitlines() or [type(error).__name__])[0]
         raise CheckpointError(f"{path}: not a readable torch checkpoint ({first_line})") from None
-    return {key: to_numpy(value) for key, value in unwrap_state_dict(loaded, str(path)).items()}
+    return _arrays(unwrap_state_dict(loaded, str(path)), str(path), dtype_notes)

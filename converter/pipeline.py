@@ -11,11 +11,11 @@ import numpy as np
 import torch
 
 from converter.checkpoint import load_checkpoint
-from converter.export import library_versions, write_artifact
 from converter.mapping import mapping_rows
 from converter.parity import DEFAULT_ATOL, check_parity, parity_inputs
 from converter.port import port_weights
 from converter.synthetic import content_sha256, synthetic_state_dict
+from converter.validate import validate_state_dict
 from official_ref.model import ConvolutionalVisionTransformer
 
 
@@ -76,25 +76,32 @@ def reference_model(spec, num_classes, state_dict):
 def convert(job, progress=print):
     """Converts one checkpoint; returns (weights path, manifest path, parity report or None).
 
+    The checkpoint is loaded and checked before TensorFlow is imported.
+
     Raises:
         CheckpointError, MappingError: bad input, nothing written.
         ParityError: the port differs from the reference; nothing written.
     """
     started = time.perf_counter()
+    notes = []
     if job.checkpoint is None:
         progress(f"generating synthetic checkpoint (seed {job.seed})")
         state_dict = synthetic_state_dict(job.spec, job.num_classes, job.seed)
     else:
         progress(f"loading {job.checkpoint}")
-        state_dict = load_checkpoint(job.checkpoint)
+        state_dict = load_checkpoint(job.checkpoint, dtype_notes=notes)
+    state_dict, widened = validate_state_dict(state_dict, job.spec, job.num_classes)
+    notes += widened
+    for note in notes[:3]:
+        progress(f"note: {note}")
+    if len(notes) > 3:
+        progress(f"note: ... and {len(notes) - 3} more (all in the manifest's dtype_notes)")
     source = _source(job, state_dict)
 
     rows = mapping_rows(job.spec, job.num_classes)
     progress(f"porting {len(rows)} tensors to Keras")
     model = build_keras_model(job.spec, job.num_classes)
-    notes = port_weights(state_dict, model, rows)
-    for note in notes[:5]:
-        progress(f"note: {note}")
+    port_weights(state_dict, model, rows)
 
     report = None
     if job.parity:
@@ -108,6 +115,8 @@ def convert(job, progress=print):
         progress(report.table())
         if not report.passed:
             raise ParityError(report)
+
+    from converter.export import library_versions, write_artifact  # not at the top: keeps TF out of imports
 
     manifest = {
         "configuration": job.configuration,

@@ -51,18 +51,36 @@ def check_mapping(state_dict, rows, variables):
     return problems
 
 
+def as_float32(key, array):
+    """(float32 array, note or None); None for a tensor that is not floating point."""
+    array = np.asarray(array)
+    if not np.issubdtype(array.dtype, np.floating):
+        return None, None
+    if array.dtype == np.float32:
+        return array, None
+    return array.astype(np.float32), f"{key}: {array.dtype} converted to float32"
+
+
+def nonfinite_problem(key, array):
+    """A description of the NaN and Inf values in a float array, or None when it has none."""
+    if np.isfinite(array).all():
+        return None
+    nan, inf = int(np.isnan(array).sum()), int(np.isinf(array).sum())
+    return f"non-finite values: {key} has {nan} NaN and {inf} Inf of {array.size} values"
+
+
 def check_values(state_dict, rows):
     """Refuses non-float tensors and NaN/Inf values, naming the key; returns float32 arrays."""
     arrays, notes = {}, []
     for row in rows:
-        array = np.asarray(state_dict[row.torch_key])
-        if not np.issubdtype(array.dtype, np.floating):
-            raise MappingError(f"{row.torch_key}: dtype {array.dtype}, expected a floating-point tensor")
-        if array.dtype != np.float32:
-            notes.append(f"{row.torch_key}: {array.dtype} converted to float32")
-            array = array.astype(np.float32)
-        if not np.isfinite(array).all():
-            raise MappingError(f"{row.torch_key}: contains NaN or Inf values")
+        original = np.asarray(state_dict[row.torch_key])
+        array, note = as_float32(row.torch_key, original)
+        if array is None:
+            raise MappingError(f"{row.torch_key}: dtype {original.dtype}, expected a floating-point tensor")
+        problem = nonfinite_problem(row.torch_key, array)
+        if problem:
+            raise MappingError(problem)
+        notes += [note] if note else []
         arrays[row.torch_key] = array
     return arrays, notes
 

@@ -4,7 +4,7 @@ Plain Python: importing it pulls in neither PyTorch nor TensorFlow.
 """
 
 from cvt_spec.checkpoints import OFFICIAL_CHECKPOINTS, PUBLISHED_AT, OfficialCheckpoint, find_official
-from cvt_spec.spec import PER_STAGE_KEYS, SpecError, normalize_spec
+from cvt_spec.spec import PER_STAGE_KEYS, SpecError, check_input_size, normalize_spec
 from cvt_spec.variants import VARIANTS, variant_spec
 
 __all__ = [
@@ -14,6 +14,7 @@ __all__ = [
     "PUBLISHED_AT",
     "OfficialCheckpoint",
     "SpecError",
+    "check_input_size",
     "find_official",
     "normalize_spec",
     "variant_spec",

@@ -1,9 +1,11 @@
-"""Reading a SPEC from a file: an official experiment YAML, or a JSON/YAML of SPEC keys alone.
+"""Reading input files safely, and a SPEC from an official experiment YAML or a JSON/YAML of SPEC keys.
 
-Returns plain Python; no framework import.
+Returns plain Python; no framework import, so the CLI checks its inputs before loading torch.
 """
 
 import json
+import os
+import stat
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -19,6 +21,43 @@ class SpecFile:
     image_size: tuple = None  # TRAIN.IMAGE_SIZE as (height, width)
 
 
+class InputFileError(ValueError):
+    """A path that cannot be read as an input file; the message names the path."""
+
+
+_SPECIAL_FILES = ((stat.S_ISFIFO, "a FIFO"), (stat.S_ISCHR, "a character device"),
+                  (stat.S_ISBLK, "a block device"), (stat.S_ISSOCK, "a socket"))
+
+
+def check_input_file(path, kind="checkpoint"):
+    """Checks that `path` is a non-empty regular file this process can read; returns its size.
+
+    FIFOs and devices are refused before opening: reading one could block forever or never end.
+
+    Raises:
+        InputFileError: missing, a directory, not a regular file, empty, or unreadable.
+    """
+    try:
+        info = os.stat(path)
+    except (FileNotFoundError, NotADirectoryError):
+        raise InputFileError(f"{path}: no such file") from None
+    except OSError as error:
+        raise InputFileError(f"{path}: cannot be read ({error.strerror})") from None
+    if stat.S_ISDIR(info.st_mode):
+        raise InputFileError(f"{path}: is a directory, expected a {kind} file")
+    if not stat.S_ISREG(info.st_mode):
+        what = next((name for test, name in _SPECIAL_FILES if test(info.st_mode)), "not a regular file")
+        raise InputFileError(f"{path}: is {what}, expected a regular {kind} file")
+    if info.st_size == 0:
+        raise InputFileError(f"{path}: file is empty, expected a {kind} file")
+    try:
+        with open(path, "rb") as handle:
+            handle.read(1)
+    except OSError as error:
+        raise InputFileError(f"{path}: cannot be read ({error.strerror})") from None
+    return info.st_size
+
+
 def read_spec_file(path):
     """Reads MODEL.SPEC, MODEL.NUM_CLASSES and TRAIN.IMAGE_SIZE, or a bare SPEC mapping.
 
@@ -27,7 +66,10 @@ def read_spec_file(path):
     """
     path = Path(path)
     try:
+        check_input_file(path, kind="spec")
         text = path.read_text()
+    except InputFileError as error:
+        raise SpecError(str(error)) from None
     except (OSError, UnicodeDecodeError) as error:
         raise SpecError(f"{path}: cannot read spec file ({error})") from None
     try:

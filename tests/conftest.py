@@ -70,13 +70,13 @@ def assert_parity(spec, num_classes=10, size=(64, 64), batch=2, seed=0, atol=1e-
     return report
 
 
-def run_cli(*args, cwd=None, env=None):
+def run_cli(*args, cwd=None, env=None, **popen_kwargs):
     """Runs `python convert.py ARGS` in a subprocess; returns the CompletedProcess."""
     import subprocess
 
     return subprocess.run(
         [sys.executable, str(REPO / "convert.py"), *map(str, args)],
-        cwd=cwd or REPO, env=env, capture_output=True, text=True, timeout=600,
+        cwd=cwd or REPO, env=env, capture_output=True, text=True, timeout=600, **popen_kwargs,
     )
 
 

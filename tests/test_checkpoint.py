@@ -11,8 +11,10 @@ from converter.mapping import mapping_rows
 from converter.pipeline import build_keras_model
 from converter.port import MappingError, port_weights
 from converter.synthetic import save_checkpoint, synthetic_state_dict
+from converter.validate import HeadMismatch, validate_state_dict
 from cvt_spec import normalize_spec
 from tests.conftest import tiny_spec
+from tests.corpus import MALFORMED_STATE_DICTS
 
 
 @pytest.fixture(scope="module")
@@ -123,7 +125,7 @@ def test_non_finite_and_integer_weights_are_refused(spec, state_dict):
     model = build_keras_model(spec, 10)
     rows = mapping_rows(spec, 10)
     broken = dict(state_dict, **{"stage0.patch_embed.proj.bias": np.full(16, np.nan, np.float32)})
-    with pytest.raises(MappingError, match="stage0.patch_embed.proj.bias: contains NaN or Inf"):
+    with pytest.raises(MappingError, match="stage0.patch_embed.proj.bias has 16 NaN and 0 Inf of 16 values"):
         port_weights(broken, model, rows)
     broken = dict(state_dict, **{"norm.bias": np.zeros(48, np.int64)})
     with pytest.raises(MappingError, match="norm.bias: dtype int64, expected a floating-point tensor"):
@@ -134,3 +136,50 @@ def test_half_precision_weights_are_widened_with_a_note(spec, state_dict):
     half = {k: (v.astype(np.float16) if v.dtype == np.float32 else v) for k, v in state_dict.items()}
     notes = port_weights(half, build_keras_model(spec, 10), mapping_rows(spec, 10))
     assert notes and all("float16 converted to float32" in note for note in notes)
+
+
+@pytest.mark.parametrize("case", sorted(MALFORMED_STATE_DICTS))
+def test_malformed_state_dicts_name_the_file_and_the_key(tmp_path, case):
+    make, fragments = MALFORMED_STATE_DICTS[case]
+    path = make(tmp_path / f"{case}.pth")
+    with pytest.raises(CheckpointError) as error:
+        load_checkpoint(path)
+    for fragment in [str(path), *fragments]:
+        assert fragment in str(error.value)
+
+
+def test_safetensors_content_is_recognised_whatever_the_suffix(tmp_path, state_dict):
+    from safetensors.torch import save_file
+
+    path = tmp_path / "ckpt.bin"
+    save_file({k: v.contiguous() for k, v in _tensors(state_dict).items()}, str(path))
+    np.testing.assert_array_equal(load_checkpoint(path)["norm.weight"], state_dict["norm.weight"])
+
+
+def test_bfloat16_is_widened_at_load_with_a_note(tmp_path, state_dict):
+    path = tmp_path / "bf16.pth"
+    torch.save({k: (v.bfloat16() if v.is_floating_point() else v) for k, v in _tensors(state_dict).items()}, path)
+    notes = []
+    loaded = load_checkpoint(path, dtype_notes=notes)
+    assert loaded["norm.weight"].dtype == np.float32
+    expected = torch.from_numpy(state_dict["norm.weight"]).bfloat16().float().numpy()
+    np.testing.assert_array_equal(loaded["norm.weight"], expected)
+    assert "norm.weight: bfloat16 converted to float32" in notes
+    assert len(notes) == sum(1 for v in state_dict.values() if v.dtype == np.float32)
+
+
+def test_validation_widens_half_precision_and_fills_step_counters(spec, state_dict):
+    half = {k: (v.astype(np.float16) if v.dtype == np.float32 else v) for k, v in state_dict.items()
+            if not k.endswith("num_batches_tracked")}
+    arrays, notes = validate_state_dict(half, spec, 10)
+    assert sorted(arrays) == sorted(state_dict)
+    assert arrays["head.weight"].dtype == np.float32
+    np.testing.assert_array_equal(arrays["head.weight"], half["head.weight"].astype(np.float32))
+    assert arrays["stage0.blocks.0.attn.conv_proj_q.bn.num_batches_tracked"] == 0
+    assert "head.weight: float16 converted to float32" in notes
+
+
+def test_head_mismatch_is_named_before_any_shape_listing(spec, state_dict):
+    with pytest.raises(HeadMismatch, match=r"num_classes 1000 disagrees with the checkpoint's head: "
+                       r"head.weight is \(10, 48\), a 10-class head; use num_classes 10"):
+        validate_state_dict(state_dict, spec, 1000)

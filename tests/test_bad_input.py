@@ -1,0 +1,251 @@
+"""The hostile-input corpus through convert.py in subprocesses: exit code, one stderr line, nothing written.
+
+Argument and file errors must come before torch is imported, checkpoint errors before TensorFlow:
+those cases run with the modules replaced by ones that fail on import.
+"""
+
+import os
+import pickle
+import shutil
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from converter.synthetic import save_checkpoint
+from tests.conftest import run_cli, tiny_spec
+from tests.corpus import (
+    NOT_CHECKPOINTS,
+    NUM_CLASSES,
+    malicious_raw_pickle,
+    malicious_torch_file,
+    poisoned_env,
+    run_cli_unprivileged,
+    tiny_state_dict,
+    write_spec,
+)
+
+EARLY_FILE_CASES = {"missing", "directory", "fifo", "device", "empty"}
+TABLE = []  # (case, exit code, stderr line), written to $CVT_CORPUS_TABLE for the closing note
+
+
+@pytest.fixture(scope="module", autouse=True)
+def corpus_table():
+    yield
+    if os.environ.get("CVT_CORPUS_TABLE"):
+        with open(os.environ["CVT_CORPUS_TABLE"], "a") as handle:
+            for case, code, line in TABLE:
+                handle.write(f"| {case} | {code} | `{line}` |\n")
+
+
+def assert_refused(case, result, code, fragments, out_dir):
+    """Exit `code`, exactly one `error:` line holding every fragment, no traceback, `out_dir` not created."""
+    lines = result.stderr.splitlines()
+    assert result.returncode == code, (result.returncode, result.stderr, result.stdout[-3000:])
+    assert len(lines) == 1, result.stderr
+    assert lines[0].startswith("error: "), lines[0]
+    assert "Traceback" not in result.stderr + result.stdout
+    for fragment in fragments:
+        assert fragment in lines[0], (fragment, lines[0])
+    assert not out_dir.exists(), sorted(out_dir.iterdir())
+    TABLE.append((case, result.returncode, lines[0]))
+
+
+@pytest.fixture
+def spec_args(tmp_path):
+    """--spec of the tiny SPEC with its head size and resolution, and --out inside tmp_path."""
+    return ["--spec", write_spec(tmp_path), "--num-classes", NUM_CLASSES, "--res", 64, "--out", tmp_path / "out"]
+
+
+ARGUMENT_CASES = {
+    "config_unknown": (["--config", "cvt-99"], ["--config", "'cvt-99'", "valid: cvt-13, cvt-21, cvt-w24"]),
+    "config_and_spec": (["--config", "cvt-13"], ["exactly one of --config"]),
+    "res_word": (["--res", "abc"], ["--res", "positive integer or HxW", "'abc'"]),
+    "res_zero": (["--res", "0"], ["--res", "'0'"]),
+    "res_negative": (["--res", "-3"], ["--res", "'-3'"]),
+    "res_fraction": (["--res", "1.5"], ["--res", "'1.5'"]),
+    "res_half_pair": (["--res", "64x"], ["--res", "'64x'"]),
+    "res_three_sides": (["--res", "64x64x64"], ["--res", "'64x64x64'"]),
+    "res_huge": (["--res", "5000"], ["--res", "at most 1024", "'5000'"]),
+    "res_too_small": (["--synthetic", "--res", "2"], ["--res 2x2", "too small", "stage 0", "PATCH_SIZE 7"]),
+    "atol_negative": (["--atol", "-1"], ["--atol", "positive finite number, got -1.0"]),
+    "atol_zero": (["--atol", "0"], ["--atol", "got 0.0"]),
+    "atol_nan": (["--atol", "nan"], ["--atol", "got nan"]),
+    "atol_inf": (["--atol", "inf"], ["--atol", "got inf"]),
+    "atol_word": (["--atol", "x"], ["--atol", "'x'"]),
+    "num_classes_negative": (["--num-classes", "-1"], ["--num-classes", "-1"]),
+    "seed_negative": (["--synthetic", "--seed", "-1"], ["--seed", "-1"]),
+    "name_traversal": (["--synthetic", "--name", "../escape"], ["--name", "'../escape'"]),
+    "name_hidden": (["--synthetic", "--name", ".hidden"], ["--name", "'.hidden'"]),
+    "synthetic_and_checkpoint": (["--synthetic", "--checkpoint", "x.pth"], ["--synthetic and --checkpoint"]),
+    "no_checkpoint": ([], ["--spec needs --checkpoint"]),
+    "unknown_option": (["--no-such-option"], ["--no-such-option"]),
+}
+
+
+@pytest.mark.parametrize("case", sorted(ARGUMENT_CASES))
+def test_bad_arguments_fail_before_torch_is_imported(tmp_path, spec_args, case):
+    args, fragments = ARGUMENT_CASES[case]
+    env = poisoned_env(tmp_path / "poison", "torch", "tensorflow")
+    base = ["--out", tmp_path / "out"] if case == "config_unknown" else spec_args
+    result = run_cli(*base, *args, env=env)
+    assert_refused(case, result, 2, fragments, tmp_path / "out")
+
+
+def _spec_file_cases(tmp_path):
+    directory = tmp_path / "specs"
+    directory.mkdir()
+    garbage = directory / "random.yaml"
+    garbage.write_bytes(np.random.default_rng(1).bytes(512))
+    return {
+        "spec_missing": (directory / "nope.json", ["--spec", "nope.json: no such file"]),
+        "spec_unknown_key": (write_spec(directory, {**tiny_spec(), "DEPTHS": 3}, "typo.json"),
+                             ["--spec", "unknown SPEC keys ['DEPTHS']"]),
+        "spec_bad_value": (write_spec(directory, tiny_spec(NUM_HEADS=[1, 3, 3]), "heads.json"),
+                           ["DIM_EMBED must be divisible by NUM_HEADS", "DIM_EMBED=32, NUM_HEADS=3 (stage 1)"]),
+        "spec_random_bytes": (garbage, ["--spec", "random.yaml"]),
+    }
+
+
+def test_bad_spec_files_fail_before_torch_is_imported(tmp_path):
+    env = poisoned_env(tmp_path / "poison", "torch", "tensorflow")
+    for case, (path, fragments) in _spec_file_cases(tmp_path).items():
+        result = run_cli("--spec", path, "--num-classes", 10, "--res", 64, "--synthetic",
+                         "--out", tmp_path / "out", env=env)
+        assert_refused(case, result, 2, fragments, tmp_path / "out")
+
+
+def test_malicious_yaml_spec_is_refused_and_never_runs(tmp_path):
+    marker = tmp_path / "yaml-pwned"
+    spec = tmp_path / "evil.yaml"
+    spec.write_text(f'MODEL:\n  SPEC: !!python/object/apply:os.system ["touch {marker}"]\n')
+    result = run_cli("--spec", spec, "--synthetic", "--res", 64, "--out", tmp_path / "out")
+    assert_refused("spec_malicious_yaml", result, 2, ["--spec", "evil.yaml", "not valid yaml"], tmp_path / "out")
+    assert not marker.exists()
+
+
+@pytest.mark.parametrize("case", sorted(NOT_CHECKPOINTS))
+def test_files_that_are_not_checkpoints(tmp_path, spec_args, case):
+    make, fragments = NOT_CHECKPOINTS[case]
+    path = make(tmp_path / f"{case}.pth")
+    # Stat-level problems are found before torch is imported; the rest before TensorFlow.
+    poisoned = ("torch", "tensorflow") if case in EARLY_FILE_CASES else ("tensorflow",)
+    result = run_cli(*spec_args, "--checkpoint", path, env=poisoned_env(tmp_path / "poison", *poisoned))
+    assert_refused(case, result, 2, [str(path), *fragments], tmp_path / "out")
+
+
+@pytest.mark.parametrize(
+    ("make", "called", "unsafe_load"),
+    [
+        (malicious_torch_file, "io.open", lambda path: torch.load(path, weights_only=False)),
+        (malicious_raw_pickle, "posix.system", lambda path: pickle.loads(path.read_bytes())),
+    ],
+    ids=["torch_zip", "raw_pickle"],
+)
+def test_malicious_pickle_is_refused_and_never_runs(tmp_path, spec_args, make, called, unsafe_load):
+    marker = tmp_path / "pwned"
+    path = make(tmp_path / "evil.pth", marker)
+    result = run_cli(*spec_args, "--checkpoint", path)
+    assert_refused(f"malicious_pickle_{make.__name__}", result, 2,
+                   [str(path), f"not a safe torch checkpoint (refused: it calls {called} on load"], tmp_path / "out")
+    assert not marker.exists()
+    # The payload is real: an unsafe load, as careless converters do, creates the marker.
+    unsafe_load(path)
+    assert marker.exists()
+
+
+def _everything_wrong(state_dict):
+    """One checkpoint with each kind of defect; the one error must list them all."""
+    broken = dict(state_dict)
+    del broken["stage1.blocks.0.mlp.fc1.bias"]
+    broken["stage9.extra.weight"] = np.zeros((2, 2), np.float32)
+    broken["stage0.patch_embed.proj.weight"] = np.zeros((16, 3, 5, 5), np.float32)
+    broken["norm.bias"] = np.arange(48, dtype=np.int64)
+    broken["stage0.patch_embed.proj.bias"] = state_dict["stage0.patch_embed.proj.bias"].copy()
+    broken["stage0.patch_embed.proj.bias"][[1, 5]] = np.nan
+    broken["head.bias"] = state_dict["head.bias"].copy()
+    broken["head.bias"][0] = -np.inf
+    return broken
+
+
+CONTENT_CASES = {
+    "missing_unexpected_shape_dtype_nan_inf": (_everything_wrong, [], [
+        "checkpoint does not fit the model (1 missing in checkpoint, 1 unexpected in checkpoint, "
+        "1 shape mismatch, 1 dtype mismatch, 2 non-finite values): ",
+        "missing in checkpoint: stage1.blocks.0.mlp.fc1.bias (128,)",
+        "unexpected in checkpoint: stage9.extra.weight (2, 2)",
+        "shape mismatch: stage0.patch_embed.proj.weight is (16, 3, 5, 5), expected (16, 3, 7, 7)",
+        "dtype mismatch: norm.bias is int64, expected float32",
+        "non-finite values: stage0.patch_embed.proj.bias has 2 NaN and 0 Inf of 16 values",
+        "non-finite values: head.bias has 0 NaN and 1 Inf of 10 values",
+    ]),
+    "num_classes_mismatch": (lambda sd: sd, ["--num-classes", 5], [
+        "--num-classes 5 disagrees with the checkpoint's head: head.weight is (10, 48), a 10-class head; "
+        "use --num-classes 10",
+    ]),
+    "headless_checkpoint": (
+        lambda sd: {key: value for key, value in sd.items() if not key.startswith("head.")}, [],
+        ["--num-classes 10 disagrees with the checkpoint's head: it has no head.weight", "use --num-classes 0"],
+    ),
+}
+
+
+@pytest.mark.parametrize("case", sorted(CONTENT_CASES))
+def test_checkpoints_that_do_not_fit_are_refused_before_tensorflow(tmp_path, spec_args, case):
+    mutate, extra, fragments = CONTENT_CASES[case]
+    path = tmp_path / "ckpt.pth"
+    save_checkpoint(mutate(tiny_state_dict()), path)
+    result = run_cli(*spec_args, "--checkpoint", path, *extra, env=poisoned_env(tmp_path / "poison", "tensorflow"))
+    assert_refused(case, result, 2, [str(path), *fragments], tmp_path / "out")
+
+
+def test_checkpoint_of_another_variant_lists_every_missing_key(tmp_path):
+    path = tmp_path / "depth2.pth"
+    save_checkpoint(tiny_state_dict(), path)
+    deeper = write_spec(tmp_path, tiny_spec(DEPTH=[1, 1, 3]), "deeper.json")
+    result = run_cli("--spec", deeper, "--num-classes", NUM_CLASSES, "--res", 64, "--checkpoint", path,
+                     "--out", tmp_path / "out", env=poisoned_env(tmp_path / "poison", "tensorflow"))
+    missing = [f"missing in checkpoint: stage2.blocks.2.{name}" for name in ("norm1.weight", "mlp.fc2.bias")]
+    assert_refused("other_variant", result, 2, [str(path), "31 missing in checkpoint", *missing], tmp_path / "out")
+
+
+@pytest.fixture
+def world_dir():
+    """A directory the `nobody` user can traverse (pytest's tmp_path is private to root)."""
+    directory = Path(tempfile.mkdtemp(prefix="cvt-corpus-"))
+    directory.chmod(0o755)
+    yield directory
+    shutil.rmtree(directory)
+
+
+def test_unreadable_checkpoint_and_unwritable_output(world_dir):
+    """File modes, honestly: as root the CLI runs as `nobody`, because root reads any file anyway."""
+    world = world_dir
+    spec = write_spec(world)
+    spec.chmod(0o644)
+    path = world / "ckpt.pth"
+    save_checkpoint(tiny_state_dict(), path)
+    locked = world / "locked"
+    locked.mkdir(mode=0o555)
+    args = ["--spec", spec, "--num-classes", NUM_CLASSES, "--res", 64, "--checkpoint", path]
+
+    path.chmod(0o000)
+    result = run_cli_unprivileged(*args, "--out", world / "out")
+    assert_refused("checkpoint_unreadable", result, 2, ["'--checkpoint'", f"'{path}' is not readable"], world / "out")
+
+    path.chmod(0o644)  # the same file, readable: now the output directory is the problem
+    result = run_cli_unprivileged(*args, "--out", locked / "out")
+    assert_refused("out_not_writable", result, 2, [f"--out {locked / 'out'}", "permission denied"], locked / "out")
+
+
+def test_output_paths_that_cannot_be_directories(tmp_path, spec_args):
+    spec = spec_args[1]
+    for case, out, fragments in [
+        ("out_under_a_file", spec / "out", [f"--out {spec / 'out'}", f"{spec} is not a directory"]),
+        ("out_is_a_file", spec, ["'--out'", f"'{spec}' is a file"]),
+    ]:
+        result = run_cli(*spec_args, "--synthetic", "--out", out,
+                         env=poisoned_env(tmp_path / "poison", "torch", "tensorflow"))
+        assert_refused(case, result, 2, fragments, tmp_path / "out")

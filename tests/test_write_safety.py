@@ -1,0 +1,179 @@
+"""Writes never leave a broken artifact: full disks, file size limits, SIGKILL mid-write, bugs.
+
+The kill lands mid-write reliably: tests/hooks/sitecustomize.py stops h5py after some datasets,
+flushed to the temporary file, and tells the test, which then sends SIGKILL.
+"""
+
+import errno
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+from convert_cli.app import run
+from converter.safe_write import remove_stale_temps
+from cvt_tf.artifact import file_sha256, read_manifest
+from tests.conftest import REPO, run_cli, tiny_spec
+from tests.corpus import NUM_CLASSES, hooks_env, run_cli_with_file_size_limit, write_spec
+from tests.test_bad_input import assert_refused
+
+# Large enough that the write is a real one (about 18 MB); small enough to build in seconds.
+MEDIUM_SPEC = tiny_spec(DIM_EMBED=[64, 192, 384], NUM_HEADS=[1, 3, 6], DEPTH=[1, 2, 2])
+
+
+def _tiny_args(tmp_path, out):
+    return ["--spec", write_spec(tmp_path), "--num-classes", NUM_CLASSES, "--res", 64, "--synthetic",
+            "--out", out, "--name", "tiny"]
+
+
+def test_file_size_limit_is_one_line_after_tensorflow_and_leaves_nothing(tmp_path):
+    """RLIMIT_FSIZE makes the kernel refuse writes past 20 kB (EFBIG), as a full disk refuses with ENOSPC."""
+    out = tmp_path / "fresh" / "out"
+    result = run_cli_with_file_size_limit(20_000, *_tiny_args(tmp_path, out))
+    assert_refused("file_size_limit", result, 2, [
+        f"cannot write {out / 'tiny.weights.h5'}: File too large: needs about",
+        "the file size limit (ulimit -f) is 20.0 kB",
+    ], tmp_path / "fresh")
+    assert "parity PASSED" in result.stdout  # the failure came after TensorFlow had run
+
+
+def _run_in_process(args, capfd):
+    """(exit code, captured output) of the CLI's `run` in this process."""
+    try:
+        run([str(a) for a in args])
+        code = 0
+    except SystemExit as exit_info:
+        code = exit_info.code
+    return code, capfd.readouterr()
+
+
+def test_full_disk_is_refused_before_writing(tmp_path, monkeypatch, capfd):
+    real_statvfs = os.statvfs
+
+    def nearly_full(path):
+        info = real_statvfs(path)
+        return os.statvfs_result((info.f_bsize, info.f_frsize, info.f_blocks, 1, 1, *tuple(info)[5:]))
+
+    monkeypatch.setattr(os, "statvfs", nearly_full)
+    out = tmp_path / "out"
+    code, captured = _run_in_process(_tiny_args(tmp_path, out), capfd)
+    lines = captured.err.splitlines()
+    assert code == 2 and len(lines) == 1, captured.err
+    assert f"cannot write {out / 'tiny.weights.h5'}: No space left on device: needs about" in lines[0]
+    assert not out.exists()
+
+
+def test_a_write_failing_midway_keeps_the_previous_artifact(tmp_path, monkeypatch, capfd):
+    """fsync can report ENOSPC (delayed allocation); here it fails on the manifest, after the weights."""
+    out = tmp_path / "out"
+    assert _run_in_process(_tiny_args(tmp_path, out), capfd)[0] == 0
+    before = {p.name: file_sha256(p) for p in out.iterdir()}
+    real_fsync, calls = os.fsync, []
+
+    def fsync_then_full(fd):
+        calls.append(fd)
+        if len(calls) == 2:  # the weights were synced; the manifest is not
+            raise OSError(errno.ENOSPC, "No space left on device")
+        real_fsync(fd)
+
+    monkeypatch.setattr(os, "fsync", fsync_then_full)
+    code, captured = _run_in_process([*_tiny_args(tmp_path, out), "--seed", 1], capfd)
+    assert code == 2
+    assert captured.err.splitlines() == [f"error: cannot write {out / 'tiny.json'}: No space left on device"]
+    assert {p.name: file_sha256(p) for p in out.iterdir()} == before
+
+
+def test_stale_temporary_files_of_dead_writers_are_removed(tmp_path):
+    dead = subprocess.Popen(["true"])
+    dead.wait()
+    alive = subprocess.Popen(["sleep", "60"])
+    try:
+        names = [f".a.tmp{dead.pid}.weights.h5", f".a.tmp{dead.pid}.json", f".b.tmp{alive.pid}.weights.h5",
+                 "a.weights.h5", ".a.tmpX.json", "notes.txt"]
+        for name in names:
+            (tmp_path / name).write_text("x")
+        assert sorted(remove_stale_temps(tmp_path)) == sorted(names[:2])
+        assert sorted(p.name for p in tmp_path.iterdir()) == sorted(names[2:])
+    finally:
+        alive.kill()
+        alive.wait()
+
+
+def _start_paused_writer(tmp_path, out, seed, ready):
+    spec = write_spec(tmp_path, MEDIUM_SPEC, "medium.json")
+    args = ["--spec", spec, "--num-classes", 1000, "--res", 64, "--synthetic", "--no-parity", "--seed", seed,
+            "--out", out, "--name", "medium"]
+    env = hooks_env(CVT_TEST_PAUSE_WRITE=str(ready), CVT_TEST_PAUSE_AFTER="60")
+    return subprocess.Popen([sys.executable, str(REPO / "convert.py"), *map(str, args)], cwd=REPO, env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+
+def _kill_mid_write(tmp_path, out, seed):
+    """Starts a conversion, SIGKILLs it while the weights file is half written; returns the temp file."""
+    ready = tmp_path / f"ready{seed}"
+    writer = _start_paused_writer(tmp_path, out, seed, ready)
+    try:
+        deadline = time.monotonic() + 600
+        while not ready.exists():
+            assert writer.poll() is None, f"writer exited with {writer.returncode} before writing"
+            assert time.monotonic() < deadline, "writer never started writing"
+            time.sleep(0.05)
+        temp = out / os.path.basename(ready.read_text())
+        assert temp.name == f".medium.tmp{writer.pid}.weights.h5" and temp.stat().st_size > 0
+        writer.send_signal(signal.SIGKILL)
+        assert writer.wait() == -signal.SIGKILL
+    finally:
+        if writer.poll() is None:
+            writer.kill()
+    return temp
+
+
+def _convert_medium(tmp_path, out, seed):
+    spec = write_spec(tmp_path, MEDIUM_SPEC, "medium.json")
+    result = run_cli("--spec", spec, "--num-classes", 1000, "--res", 64, "--synthetic", "--no-parity",
+                     "--seed", seed, "--out", out, "--name", "medium")
+    assert result.returncode == 0, result.stderr
+
+
+def test_sigkill_mid_write_leaves_the_previous_artifact_or_none(tmp_path):
+    out = tmp_path / "out"
+
+    # No previous artifact: after the kill there is none, only the dead writer's hidden temp file.
+    first_temp = _kill_mid_write(tmp_path, out, seed=0)
+    assert sorted(p.name for p in out.iterdir()) == [first_temp.name]
+
+    # The next successful run removes it and writes a complete artifact.
+    _convert_medium(tmp_path, out, seed=0)
+    assert sorted(p.name for p in out.iterdir()) == ["medium.json", "medium.weights.h5"]
+    previous = read_manifest(out / "medium.weights.h5")
+    assert previous["artifact"]["size"] > 15_000_000
+
+    # Killed while overwriting it: the previous artifact is intact, byte for byte.
+    temp = _kill_mid_write(tmp_path, out, seed=1)
+    assert temp.stat().st_size < previous["artifact"]["size"]  # the kill landed mid-write
+    assert read_manifest(out / "medium.weights.h5") == previous
+    assert json.loads((out / "medium.json").read_text())["source"]["seed"] == 0
+    assert sorted(p.name for p in out.iterdir()) == sorted(["medium.json", "medium.weights.h5", temp.name])
+
+    # And the next successful run leaves no stray temp file.
+    _convert_medium(tmp_path, out, seed=1)
+    assert sorted(p.name for p in out.iterdir()) == ["medium.json", "medium.weights.h5"]
+    assert read_manifest(out / "medium.weights.h5")["source"]["seed"] == 1
+
+
+def test_a_bug_after_tensorflow_loads_is_still_one_line(tmp_path):
+    out = tmp_path / "out"
+    result = run_cli(*_tiny_args(tmp_path, out), env=hooks_env(CVT_TEST_BUG="1"))
+    assert_refused("internal_bug", result, 3, [
+        "error: internal error (KeyError: 'injected bug'); rerun with --debug for the traceback",
+    ], out)
+    assert "parity PASSED" in result.stdout
+
+    debug = run_cli(*_tiny_args(tmp_path, out), "--debug", env=hooks_env(CVT_TEST_BUG="1"))
+    assert debug.returncode == 1  # Python's own exit code for an uncaught exception
+    assert "Traceback (most recent call last)" in debug.stderr and "KeyError: 'injected bug'" in debug.stderr
+    # TensorFlow does write native log lines to stderr: what the quiet mode above kept out.
+    assert "absl::InitializeLog" in debug.stderr or "oneDNN" in debug.stderr
+    assert not out.exists()
