@@ -5,6 +5,7 @@ Every failure ends as one `error:` line on stderr: exit code 1 (parity), 2 (bad 
 
 import shlex
 import sys
+import traceback
 from pathlib import Path
 
 import click
@@ -102,7 +103,7 @@ def run(argv=None):
             main.main(args=argv, prog_name="convert.py", standalone_mode=False)
         except (Exception, KeyboardInterrupt) as error:
             if debug:
-                raise
+                traceback.print_exc()
             report_and_exit(error, stderr)
 
 

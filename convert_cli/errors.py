@@ -58,10 +58,8 @@ def describe_error(error):
     """(exit code, one-line message) for an exception that ended the CLI."""
     if isinstance(error, click.exceptions.Exit):
         return error.exit_code, None
-    if isinstance(error, KeyboardInterrupt):
+    if isinstance(error, (KeyboardInterrupt, click.Abort)):  # click turns Ctrl-C into Abort; we ask nothing
         return EXIT_INTERRUPTED, "interrupted"
-    if isinstance(error, click.Abort):
-        return EXIT_BAD_INPUT, "aborted"
     if isinstance(error, click.ClickException):
         return error.exit_code, one_line(error.format_message())
     # Anything else is a bug in cvt-convert or a library: still one line, the traceback on --debug.

@@ -1,11 +1,10 @@
-"""Writes never leave a broken artifact: full disks, file size limits, SIGKILL mid-write, bugs.
+"""Writes never leave a broken artifact: full disks, file size limits, SIGKILL and Ctrl-C mid-write, bugs.
 
-The kill lands mid-write reliably: tests/hooks/sitecustomize.py stops h5py after some datasets,
-flushed to the temporary file, and tells the test, which then sends SIGKILL.
+The signal lands mid-write reliably: tests/hooks/sitecustomize.py stops h5py for good after 60 of
+the ~170 datasets, flushed to the temporary file, and tells the test, which then sends the signal.
 """
 
 import errno
-import json
 import os
 import signal
 import subprocess
@@ -17,7 +16,7 @@ from converter.safe_write import remove_stale_temps
 from cvt_tf.artifact import file_sha256, read_manifest
 from tests.conftest import REPO, run_cli, tiny_spec
 from tests.corpus import NUM_CLASSES, hooks_env, run_cli_with_file_size_limit, write_spec
-from tests.test_bad_input import assert_refused
+from tests.test_bad_input import TABLE, assert_refused
 
 # Large enough that the write is a real one (about 18 MB); small enough to build in seconds.
 MEDIUM_SPEC = tiny_spec(DIM_EMBED=[64, 192, 384], NUM_HEADS=[1, 3, 6], DEPTH=[1, 2, 2])
@@ -101,66 +100,67 @@ def test_stale_temporary_files_of_dead_writers_are_removed(tmp_path):
         alive.wait()
 
 
-def _start_paused_writer(tmp_path, out, seed, ready):
+def _medium_args(tmp_path, out, seed):
     spec = write_spec(tmp_path, MEDIUM_SPEC, "medium.json")
-    args = ["--spec", spec, "--num-classes", 1000, "--res", 64, "--synthetic", "--no-parity", "--seed", seed,
+    return ["--spec", spec, "--num-classes", 1000, "--res", 64, "--synthetic", "--no-parity", "--seed", seed,
             "--out", out, "--name", "medium"]
+
+
+def _signal_mid_write(tmp_path, out, seed, signum):
+    """Starts a conversion and sends `signum` while its weights file is half written.
+
+    Returns (the temporary weights file, the writer's exit code, its stderr).
+    """
+    ready = tmp_path / f"ready{seed}-{signum}"
     env = hooks_env(CVT_TEST_PAUSE_WRITE=str(ready), CVT_TEST_PAUSE_AFTER="60")
-    return subprocess.Popen([sys.executable, str(REPO / "convert.py"), *map(str, args)], cwd=REPO, env=env,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-
-
-def _kill_mid_write(tmp_path, out, seed):
-    """Starts a conversion, SIGKILLs it while the weights file is half written; returns the temp file."""
-    ready = tmp_path / f"ready{seed}"
-    writer = _start_paused_writer(tmp_path, out, seed, ready)
+    writer = subprocess.Popen([sys.executable, str(REPO / "convert.py"), *map(str, _medium_args(tmp_path, out, seed))],
+                              cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     try:
         deadline = time.monotonic() + 600
         while not ready.exists():
-            assert writer.poll() is None, f"writer exited with {writer.returncode} before writing"
+            assert writer.poll() is None, f"writer exited with {writer.returncode}: {writer.stderr.read()}"
             assert time.monotonic() < deadline, "writer never started writing"
             time.sleep(0.05)
         temp = out / os.path.basename(ready.read_text())
         assert temp.name == f".medium.tmp{writer.pid}.weights.h5" and temp.stat().st_size > 0
-        writer.send_signal(signal.SIGKILL)
-        assert writer.wait() == -signal.SIGKILL
+        writer.send_signal(signum)
+        _, stderr = writer.communicate(timeout=120)
     finally:
         if writer.poll() is None:
             writer.kill()
-    return temp
+    return temp, writer.returncode, stderr
 
 
-def _convert_medium(tmp_path, out, seed):
-    spec = write_spec(tmp_path, MEDIUM_SPEC, "medium.json")
-    result = run_cli("--spec", spec, "--num-classes", 1000, "--res", 64, "--synthetic", "--no-parity",
-                     "--seed", seed, "--out", out, "--name", "medium")
-    assert result.returncode == 0, result.stderr
+def _listing(out):
+    return sorted(p.name for p in out.iterdir())
 
 
-def test_sigkill_mid_write_leaves_the_previous_artifact_or_none(tmp_path):
+def test_killed_mid_write_leaves_the_previous_artifact_or_none(tmp_path):
     out = tmp_path / "out"
 
-    # No previous artifact: after the kill there is none, only the dead writer's hidden temp file.
-    first_temp = _kill_mid_write(tmp_path, out, seed=0)
-    assert sorted(p.name for p in out.iterdir()) == [first_temp.name]
+    # SIGKILL with no previous artifact: none, only the dead writer's hidden temporary file.
+    first_temp, code, _ = _signal_mid_write(tmp_path, out, 0, signal.SIGKILL)
+    assert code == -signal.SIGKILL and _listing(out) == [first_temp.name]
 
     # The next successful run removes it and writes a complete artifact.
-    _convert_medium(tmp_path, out, seed=0)
-    assert sorted(p.name for p in out.iterdir()) == ["medium.json", "medium.weights.h5"]
-    previous = read_manifest(out / "medium.weights.h5")
-    assert previous["artifact"]["size"] > 15_000_000
+    assert run_cli(*_medium_args(tmp_path, out, 0)).returncode == 0
+    assert _listing(out) == ["medium.json", "medium.weights.h5"]
+    previous = read_manifest(out / "medium.weights.h5")  # checks the sha256 too
+    assert previous["artifact"]["size"] > 15_000_000 and previous["source"]["seed"] == 0
 
-    # Killed while overwriting it: the previous artifact is intact, byte for byte.
-    temp = _kill_mid_write(tmp_path, out, seed=1)
-    assert temp.stat().st_size < previous["artifact"]["size"]  # the kill landed mid-write
+    # SIGKILL while overwriting it: the previous artifact is intact, byte for byte.
+    temp, code, _ = _signal_mid_write(tmp_path, out, 1, signal.SIGKILL)
+    assert code == -signal.SIGKILL and temp.stat().st_size < previous["artifact"]["size"]
     assert read_manifest(out / "medium.weights.h5") == previous
-    assert json.loads((out / "medium.json").read_text())["source"]["seed"] == 0
-    assert sorted(p.name for p in out.iterdir()) == sorted(["medium.json", "medium.weights.h5", temp.name])
+    assert _listing(out) == sorted(["medium.json", "medium.weights.h5", temp.name])
 
-    # And the next successful run leaves no stray temp file.
-    _convert_medium(tmp_path, out, seed=1)
-    assert sorted(p.name for p in out.iterdir()) == ["medium.json", "medium.weights.h5"]
-    assert read_manifest(out / "medium.weights.h5")["source"]["seed"] == 1
+    # Ctrl-C (SIGINT) mid-write: one line, exit 130, the previous artifact intact, and no temporary
+    # file at all: the interrupted writer removed its own, and the dead writer's on starting.
+    _, code, stderr = _signal_mid_write(tmp_path, out, 2, signal.SIGINT)
+    assert code == 130 and stderr.splitlines() == ["error: interrupted"]
+    assert read_manifest(out / "medium.weights.h5") == previous
+    assert _listing(out) == ["medium.json", "medium.weights.h5"]
+    TABLE.append(("sigint_mid_write", code, stderr.strip()))
 
 
 def test_a_bug_after_tensorflow_loads_is_still_one_line(tmp_path):
@@ -172,8 +172,9 @@ def test_a_bug_after_tensorflow_loads_is_still_one_line(tmp_path):
     assert "parity PASSED" in result.stdout
 
     debug = run_cli(*_tiny_args(tmp_path, out), "--debug", env=hooks_env(CVT_TEST_BUG="1"))
-    assert debug.returncode == 1  # Python's own exit code for an uncaught exception
+    assert debug.returncode == 3, debug.stderr
     assert "Traceback (most recent call last)" in debug.stderr and "KeyError: 'injected bug'" in debug.stderr
+    assert debug.stderr.splitlines()[-1].startswith("error: internal error (KeyError")
     # TensorFlow does write native log lines to stderr: what the quiet mode above kept out.
     assert "absl::InitializeLog" in debug.stderr or "oneDNN" in debug.stderr
     assert not out.exists()
