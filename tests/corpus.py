@@ -23,6 +23,26 @@ NUM_CLASSES = 10
 HOOKS = Path(__file__).parent / "hooks"
 
 
+def record(case, code, line):
+    """Appends a row to the corpus table in $CVT_CORPUS_TABLE, when set (for the closing note)."""
+    if os.environ.get("CVT_CORPUS_TABLE"):
+        with open(os.environ["CVT_CORPUS_TABLE"], "a") as handle:
+            handle.write(f"| {case} | {code} | `{line}` |\n")
+
+
+def assert_refused(case, result, code, fragments, out_dir):
+    """Exit `code`, exactly one `error:` line holding every fragment, no traceback, `out_dir` not created."""
+    lines = result.stderr.splitlines()
+    assert result.returncode == code, (result.returncode, result.stderr, result.stdout[-3000:])
+    assert len(lines) == 1, result.stderr
+    assert lines[0].startswith("error: "), lines[0]
+    assert "Traceback" not in result.stderr + result.stdout
+    for fragment in fragments:
+        assert fragment in lines[0], (fragment, lines[0])
+    assert not out_dir.exists(), sorted(out_dir.iterdir())
+    record(case, result.returncode, lines[0])
+
+
 def tiny_state_dict(spec=None, seed=0):
     return synthetic_state_dict(normalize_spec(spec or TINY_SPEC), NUM_CLASSES, seed)
 

@@ -18,7 +18,7 @@ from converter.port import keras_variables
 from cvt_spec import normalize_spec
 from cvt_tf import load_artifact
 from tests.conftest import TINY_SPEC, run_cli
-from tests.corpus import NUM_CLASSES, tensors, tiny_state_dict, write_spec
+from tests.corpus import NUM_CLASSES, record, tensors, tiny_state_dict, write_spec
 
 
 def _assert_artifact_holds(weights_path, state_dict):
@@ -29,13 +29,15 @@ def _assert_artifact_holds(weights_path, state_dict):
         np.testing.assert_array_equal(variables[row.keras_path].numpy(), expected, err_msg=row.torch_key)
 
 
-def _convert(tmp_path, checkpoint):
+def _convert(tmp_path, checkpoint, case):
     out = tmp_path / "out"
     result = run_cli("--spec", write_spec(tmp_path), "--num-classes", NUM_CLASSES, "--res", 64,
                      "--checkpoint", checkpoint, "--out", out, "--name", "tiny")
     assert result.returncode == 0, result.stderr
     assert result.stderr == ""
     assert sorted(p.name for p in out.iterdir()) == ["tiny.json", "tiny.weights.h5"]
+    notes = [line for line in result.stdout.splitlines() if line.startswith("note: ")]
+    record(case, 0, (notes[0] + f" (+{len(notes) - 1} note lines)") if notes else result.stdout.splitlines()[-1])
     return result, out / "tiny.weights.h5", json.loads((out / "tiny.json").read_text())
 
 
@@ -59,7 +61,7 @@ def test_wrapped_checkpoints_convert_to_the_same_weights(tmp_path, form):
     state_dict = tiny_state_dict(seed=4)
     path = tmp_path / ("ckpt.safetensors" if form == "safetensors" else "ckpt.pth")
     WRAPPED[form](state_dict, path)
-    result, weights_path, manifest = _convert(tmp_path, path)
+    result, weights_path, manifest = _convert(tmp_path, path, f"accepted_{form}")
     assert "parity PASSED" in result.stdout
     assert manifest["dtype_notes"] == []
     _assert_artifact_holds(weights_path, state_dict)
@@ -76,7 +78,7 @@ def test_half_precision_is_widened_with_notes_and_parity_uses_the_widened_weight
     path = tmp_path / "half.pth"
     torch.save(half, path)
 
-    result, weights_path, manifest = _convert(tmp_path, path)
+    result, weights_path, manifest = _convert(tmp_path, path, "accepted_float16_bfloat16")
     assert "note: " in result.stdout and "converted to float32" in result.stdout
     notes = manifest["dtype_notes"]
     assert sum("float16 converted to float32" in n and "bfloat16" not in n for n in notes) == count["torch.float16"]

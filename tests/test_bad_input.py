@@ -4,7 +4,6 @@ Argument and file errors must come before torch is imported, checkpoint errors b
 those cases run with the modules replaced by ones that fail on import.
 """
 
-import os
 import pickle
 import shutil
 import tempfile
@@ -19,6 +18,7 @@ from tests.conftest import run_cli, tiny_spec
 from tests.corpus import (
     NOT_CHECKPOINTS,
     NUM_CLASSES,
+    assert_refused,
     malicious_raw_pickle,
     malicious_torch_file,
     poisoned_env,
@@ -28,29 +28,6 @@ from tests.corpus import (
 )
 
 EARLY_FILE_CASES = {"missing", "directory", "fifo", "device", "empty"}
-TABLE = []  # (case, exit code, stderr line), written to $CVT_CORPUS_TABLE for the closing note
-
-
-@pytest.fixture(scope="module", autouse=True)
-def corpus_table():
-    yield
-    if os.environ.get("CVT_CORPUS_TABLE"):
-        with open(os.environ["CVT_CORPUS_TABLE"], "a") as handle:
-            for case, code, line in TABLE:
-                handle.write(f"| {case} | {code} | `{line}` |\n")
-
-
-def assert_refused(case, result, code, fragments, out_dir):
-    """Exit `code`, exactly one `error:` line holding every fragment, no traceback, `out_dir` not created."""
-    lines = result.stderr.splitlines()
-    assert result.returncode == code, (result.returncode, result.stderr, result.stdout[-3000:])
-    assert len(lines) == 1, result.stderr
-    assert lines[0].startswith("error: "), lines[0]
-    assert "Traceback" not in result.stderr + result.stdout
-    for fragment in fragments:
-        assert fragment in lines[0], (fragment, lines[0])
-    assert not out_dir.exists(), sorted(out_dir.iterdir())
-    TABLE.append((case, result.returncode, lines[0]))
 
 
 @pytest.fixture

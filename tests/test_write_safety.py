@@ -15,8 +15,7 @@ from convert_cli.app import run
 from converter.safe_write import remove_stale_temps
 from cvt_tf.artifact import file_sha256, read_manifest
 from tests.conftest import REPO, run_cli, tiny_spec
-from tests.corpus import NUM_CLASSES, hooks_env, run_cli_with_file_size_limit, write_spec
-from tests.test_bad_input import TABLE, assert_refused
+from tests.corpus import NUM_CLASSES, assert_refused, hooks_env, record, run_cli_with_file_size_limit, write_spec
 
 # Large enough that the write is a real one (about 18 MB); small enough to build in seconds.
 MEDIUM_SPEC = tiny_spec(DIM_EMBED=[64, 192, 384], NUM_HEADS=[1, 3, 6], DEPTH=[1, 2, 2])
@@ -62,6 +61,7 @@ def test_full_disk_is_refused_before_writing(tmp_path, monkeypatch, capfd):
     assert code == 2 and len(lines) == 1, captured.err
     assert f"cannot write {out / 'tiny.weights.h5'}: No space left on device: needs about" in lines[0]
     assert not out.exists()
+    record("disk_full (statvfs, in-process)", code, lines[0])
 
 
 def test_a_write_failing_midway_keeps_the_previous_artifact(tmp_path, monkeypatch, capfd):
@@ -81,6 +81,7 @@ def test_a_write_failing_midway_keeps_the_previous_artifact(tmp_path, monkeypatc
     code, captured = _run_in_process([*_tiny_args(tmp_path, out), "--seed", 1], capfd)
     assert code == 2
     assert captured.err.splitlines() == [f"error: cannot write {out / 'tiny.json'}: No space left on device"]
+    record("fsync_enospc_mid_write (in-process)", code, captured.err.strip())
     assert {p.name: file_sha256(p) for p in out.iterdir()} == before
 
 
@@ -160,7 +161,7 @@ def test_killed_mid_write_leaves_the_previous_artifact_or_none(tmp_path):
     assert code == 130 and stderr.splitlines() == ["error: interrupted"]
     assert read_manifest(out / "medium.weights.h5") == previous
     assert _listing(out) == ["medium.json", "medium.weights.h5"]
-    TABLE.append(("sigint_mid_write", code, stderr.strip()))
+    record("sigint_mid_write", code, stderr.strip())
 
 
 def test_a_bug_after_tensorflow_loads_is_still_one_line(tmp_path):
