@@ -20,18 +20,17 @@ class CheckpointError(ValueError):
     """A checkpoint file that cannot be read as a state dict; the message names the file."""
 
 
-def _is_safetensors(path):
-    """A safetensors file opens with an 8-byte little-endian header length and a JSON header."""
+def _read(path):
     with open(path, "rb") as handle:
         head = handle.read(9)
-    return len(head) == 9 and head[8:9] == b"{" and int.from_bytes(head[:8], "little") < path.stat().st_size
-
-
-def _read(path):
-    if path.suffix == ".safetensors" or _is_safetensors(path):
+    # safetensors: an 8-byte little-endian header length, then the JSON header.
+    safetensors = head[8:9] == b"{" and int.from_bytes(head[:8], "little") < path.stat().st_size
+    if path.suffix == ".safetensors" or safetensors:
         from safetensors.torch import load_file
 
         return load_file(str(path))
+    if head.startswith(b"PK\x03\x04") and not zipfile.is_zipfile(path):
+        raise CheckpointError(f"{path}: a damaged zip archive (its central directory is missing: truncated?)")
     if zipfile.is_zipfile(path):
         with zipfile.ZipFile(path) as archive:
             if not any(name.endswith("data.pkl") for name in archive.namelist()):
@@ -118,6 +117,6 @@ def load_checkpoint(path, dtype_notes=None):
     except CheckpointError:
         raise
     except Exception as error:  # torch and safetensors raise many types for damaged files
-        first_line = (str(error).splitlines() or [type(error).__name__])[0]
-        raise CheckpointError(f"{path}: not a readable torch checkpoint ({first_line})") from None
+        first_sentence = (str(error).splitlines() or [type(error).__name__])[0].split(". ")[0]
+        raise CheckpointError(f"{path}: not a readable torch checkpoint ({first_sentence})") from None
     return _arrays(unwrap_state_dict(loaded, str(path)), str(path), dtype_notes)

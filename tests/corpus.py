@@ -160,7 +160,7 @@ NOT_CHECKPOINTS = {
     "device": (_device, ["is a character device"]),
     "empty": (_empty, ["file is empty"]),
     "random_bytes": (_random_bytes, ["not a readable torch checkpoint (damaged pickle data"]),
-    "truncated_pth": (_truncated_pth, ["not a readable torch checkpoint"]),
+    "truncated_pth": (_truncated_pth, ["a damaged zip archive (its central directory is missing: truncated?)"]),
     "zip_not_torch": (_zip_not_torch, ["a zip archive without data.pkl, not a torch checkpoint"]),
 }
 

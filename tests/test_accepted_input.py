@@ -37,7 +37,7 @@ def _convert(tmp_path, checkpoint, case):
     assert result.stderr == ""
     assert sorted(p.name for p in out.iterdir()) == ["tiny.json", "tiny.weights.h5"]
     notes = [line for line in result.stdout.splitlines() if line.startswith("note: ")]
-    record(case, 0, (notes[0] + f" (+{len(notes) - 1} note lines)") if notes else result.stdout.splitlines()[-1])
+    record(case, 0, " / ".join([notes[0], notes[-1]]) if notes else result.stdout.splitlines()[-1])
     return result, out / "tiny.weights.h5", json.loads((out / "tiny.json").read_text())
 
 
