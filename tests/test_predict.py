@@ -115,7 +115,7 @@ def test_predict_with_other_weights_fails_parity(workdir):
     ("args", "fragment"),
     [
         (["chelsea.jpg", "--artifact", "nothing"], "--artifact: nothing.weights.h5: artifact file not found"),
-        (["chelsea.jpg", "--artifact", "tiny-224", "--checkpoint", "chelsea.jpg"], "chelsea.jpg: not a safe torch"),
+        (["chelsea.jpg", "--artifact", "tiny-224", "--checkpoint", "chelsea.jpg"], "chelsea.jpg: not a readable torch"),
     ],
 )
 def test_bad_artifact_or_checkpoint_exits_2(workdir, args, fragment):
