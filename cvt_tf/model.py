@@ -96,6 +96,7 @@ class CvT(keras.Model):
             _, height, width, channels = input_shape
         if channels is not None and channels != self.in_chans:
             raise ValueError(f"input has {channels} channels, the model was made with in_chans={self.in_chans}")
+        self.serving_input_shape = (None, *input_shape[1:])
         # Known sizes flow through the stages, so summary() shows each stage's output grid.
         grid_shape = (None, height, width, self.in_chans)
         for stage in self.stages:
@@ -132,6 +133,15 @@ class CvT(keras.Model):
     def call(self, inputs, training=None):
         outputs = self.forward_stages(inputs, training=training)
         return outputs["logits"] if self.head is not None else outputs["features"]
+
+    def export(self, filepath, format="tf_saved_model", verbose=None, input_signature=None, **kwargs):
+        """`keras.Model.export`, whose default signature is the shape given to `build`, any batch size.
+
+        Keras would otherwise refuse a subclassed model that was built but never called.
+        """
+        if input_signature is None and self.built:
+            input_signature = [keras.InputSpec(shape=self.serving_input_shape, dtype=self.input_dtype)]
+        return super().export(filepath, format=format, verbose=verbose, input_signature=input_signature, **kwargs)
 
     def get_config(self):
         config = super().get_config()
