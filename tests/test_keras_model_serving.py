@@ -13,7 +13,7 @@ import tensorflow as tf
 
 from converter.parity import reference_outputs
 from cvt_tf import CvT
-from tests.conftest import REPO, keras_twin, ported_pair, tiny_spec
+from tests.conftest import keras_twin, ported_pair, tiny_spec
 
 COMPILED_ATOL = 1e-5
 
@@ -126,3 +126,42 @@ def test_xla_training_step_runs():
     history = model.fit(_images((32, 32), batch=4), np.array([0, 1, 2, 0]), batch_size=2, verbose=0)
     assert np.isfinite(history.history["loss"]).all()
     assert np.abs(np.array(model.head.kernel) - before).max() > 0
+
+
+@pytest.mark.slow
+def test_cvt13_full_size_compiled_exported_resized_and_mixed(tmp_path):
+    """The real variant, synthetic weights: every way of running it against eager float32 Keras."""
+    from cvt_spec import variant_spec
+    from tests.test_keras_model_training import MIXED_TOLERANCE
+
+    reference, base = ported_pair(variant_spec("cvt-13"), num_classes=1000)
+    dynamic = keras_twin(base, input_shape=(None, None, 3))
+    serve_any = tf.function(dynamic, input_signature=[tf.TensorSpec((None, None, None, 3), tf.float32)])
+    dynamic.export(tmp_path / "cvt13", verbose=False)
+    served = tf.saved_model.load(str(tmp_path / "cvt13"))
+    rows = []
+    for size in [(224, 224), (384, 384), (225, 227)]:
+        x = _images(size)
+        eager = np.asarray(dynamic(x))
+        fixed = keras_twin(base, input_shape=(*size, 3))
+        serve_fixed = tf.function(fixed, input_signature=[tf.TensorSpec((None, *size, 3), tf.float32)])
+        figures = {
+            "eager vs PyTorch reference": _max_abs(eager, _reference_logits(reference, x)),
+            "tf.function any size vs eager": _max_abs(serve_any(x), eager),
+            "tf.function fixed size vs any size": _max_abs(serve_fixed(x), serve_any(x)),
+            "XLA vs eager": _max_abs(tf.function(dynamic, jit_compile=True)(x), eager),
+            "SavedModel vs eager": _max_abs(served.serve(tf.constant(x)), eager),
+        }
+        for name, value in figures.items():
+            assert value <= (1e-4 if "PyTorch" in name else COMPILED_ATOL), (size, name, value)
+        for policy, tolerance in sorted(MIXED_TOLERANCE.items()):
+            keras.mixed_precision.set_global_policy(policy)
+            try:
+                mixed = keras_twin(base)(x)
+            finally:
+                keras.mixed_precision.set_global_policy("float32")
+            assert mixed.dtype == "float32"
+            figures[f"{policy} vs float32"] = value = _max_abs(mixed, eager)
+            assert value <= tolerance * np.abs(eager).max(), (size, policy, value)
+        rows += [f"{size[0]}x{size[1]}  {name:<36}{value:.3e}" for name, value in figures.items()]
+    print(f"cvt-13, synthetic weights, max |logit| {np.abs(eager).max():.2f}", *rows, sep="\n")
