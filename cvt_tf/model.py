@@ -60,7 +60,10 @@ class CvT(keras.Model):
         pretrained_path = None
         if pretrained:
             if configuration is None:
-                raise ValueError("pretrained=True needs configuration= (cvt-13, cvt-21 or cvt-w24), got spec=")
+                raise ValueError(
+                    "pretrained=True needs configuration= (cvt-13, cvt-21 or cvt-w24), not spec=; "
+                    "load your own converted weights with cvt_tf.load_artifact"
+                )
             # Located before any layer is made: a missing file fails at once.
             pretrained_path = pretrained_artifact(configuration, pretrained_resolution, pretrained_version)
         self.configuration = configuration
