@@ -7,6 +7,8 @@ import hashlib
 import json
 from pathlib import Path
 
+from cvt_spec import normalize_spec
+
 WEIGHTS_SUFFIX = ".weights.h5"
 MANIFEST_SUFFIX = ".json"
 
@@ -52,6 +54,36 @@ def read_manifest(path):
     return manifest
 
 
+def _restore(model, weights_path, manifest):
+    spec = normalize_spec(manifest["spec"])
+    differing = sorted(key for key in spec if spec[key] != model.spec.get(key))
+    if differing:
+        raise ValueError(
+            f"{weights_path} was converted for another SPEC: "
+            + "; ".join(f"{key} {spec[key]} (model: {model.spec.get(key)})" for key in differing)
+        )
+    if model.head is not None and manifest["num_classes"] != model.num_classes:
+        raise ValueError(
+            f"{weights_path} has a {manifest['num_classes']}-class head, the model num_classes={model.num_classes}; "
+            f"use num_classes={manifest['num_classes']}, or include_top=False to put your own head on the features"
+        )
+    if not model.built:
+        channels_first = model.data_format == "channels_first"
+        model.build((None, model.in_chans, None, None) if channels_first else (None, None, None, model.in_chans))
+    # A model without a head (include_top=False, num_classes=0) leaves the file's head unread.
+    model.load_weights(weights_path)
+    return model
+
+
+def restore_artifact(model, path):
+    """Loads a converted artifact into a `CvT` of the same SPEC; returns the model.
+
+    Raises:
+        FileNotFoundError, ValueError: as `read_manifest`; ValueError also when the SPEC or head size differs.
+    """
+    return _restore(model, artifact_paths(path)[0], read_manifest(path))
+
+
 def load_artifact(path, **model_kwargs):
     """A built `CvT` with the weights of a converted artifact.
 
@@ -61,10 +93,6 @@ def load_artifact(path, **model_kwargs):
     """
     from cvt_tf.model import CvT
 
-    weights_path, _ = artifact_paths(path)
     manifest = read_manifest(path)
     model = CvT(spec=manifest["spec"], num_classes=manifest["num_classes"], **model_kwargs)
-    channels_first = model.data_format == "channels_first"
-    model.build((None, model.in_chans, None, None) if channels_first else (None, None, None, model.in_chans))
-    model.load_weights(weights_path)
-    return model
+    return _restore(model, artifact_paths(path)[0], manifest)

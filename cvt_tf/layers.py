@@ -38,7 +38,8 @@ def linear_initializer(init):
 
 
 def layer_norm(name):
-    return layers.LayerNormalization(epsilon=LAYER_NORM_EPSILON, name=name)
+    """LayerNorm with torch's eps; float32 even under a mixed precision policy, as torch autocast keeps it."""
+    return layers.LayerNormalization(epsilon=LAYER_NORM_EPSILON, dtype="float32", name=name)
 
 
 def flatten_grid(grid):
@@ -274,8 +275,9 @@ class DropPath(layers.Layer):
             return x
         keep = 1.0 - self.rate
         shape = (ops.shape(x)[0],) + (1,) * (len(x.shape) - 1)
-        noise = keras.random.uniform(shape, dtype=x.dtype, seed=self.seed_generator)
-        return x * ops.floor(keep + noise) / keep
+        # The keep mask is drawn in float32: keep + noise rounded in bfloat16 would bias the rate.
+        noise = keras.random.uniform(shape, seed=self.seed_generator)
+        return x * ops.cast(ops.floor(keep + noise) / keep, x.dtype)
 
     def get_config(self):
         config = super().get_config()

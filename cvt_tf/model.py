@@ -7,7 +7,9 @@ import keras
 from keras import layers, ops
 
 from cvt_spec import normalize_spec, variant_spec
+from cvt_tf.artifact import restore_artifact
 from cvt_tf.layers import flatten_grid, layer_norm, trunc_normal_initializer
+from cvt_tf.pretrained import pretrained_artifact
 from cvt_tf.stage import Stage, stage_kwargs
 
 DATA_FORMATS = ("channels_last", "channels_first")
@@ -36,18 +38,34 @@ class CvT(keras.Model):
         data_format: `channels_last` or `channels_first` (transposed once on entry).
         classifier_activation: None for logits, or any Keras activation, e.g. "softmax".
         include_top: False returns the pooled feature vector, as num_classes=0.
+        pretrained: load the converted official weights of `configuration` from the weights directory
+            ($CVT_TF_WEIGHTS, default ~/.cache/cvt_tf); see `cvt_tf.pretrained`.
+        pretrained_resolution: 224 or 384, the resolution the official checkpoint was trained at.
+        pretrained_version: "1k" or "22k", its pretraining data.
+
+    Under a mixed precision policy the LayerNorms, the attention softmax, the head and its activation
+    run in float32, so the output is float32.
     """
 
     def __init__(
         self, configuration=None, spec=None, num_classes=1000, in_chans=3, input_shape=None,
-        data_format="channels_last", classifier_activation=None, include_top=True, name="cvt",
-        **kwargs,
+        data_format="channels_last", classifier_activation=None, include_top=True, pretrained=False,
+        pretrained_resolution=224, pretrained_version="1k", name="cvt", **kwargs,
     ):
         super().__init__(name=name, **kwargs)
         if data_format not in DATA_FORMATS:
             raise ValueError(f"data_format must be one of {DATA_FORMATS}, got {data_format!r}")
         if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 0:
             raise ValueError(f"num_classes must be an integer >= 0, got {num_classes!r}")
+        pretrained_path = None
+        if pretrained:
+            if configuration is None:
+                raise ValueError(
+                    "pretrained=True needs configuration= (cvt-13, cvt-21 or cvt-w24), not spec=; "
+                    "load your own converted weights with cvt_tf.load_artifact"
+                )
+            # Located before any layer is made: a missing file fails at once.
+            pretrained_path = pretrained_artifact(configuration, pretrained_resolution, pretrained_version)
         self.configuration = configuration
         self.spec = resolve_spec(configuration, spec)
         self.num_classes = num_classes
@@ -64,19 +82,31 @@ class CvT(keras.Model):
         self.norm = layer_norm("norm")
         self.head = None
         if include_top and num_classes > 0:
-            self.head = layers.Dense(num_classes, kernel_initializer=trunc_normal_initializer(), name="head")
+            self.head = layers.Dense(
+                num_classes, kernel_initializer=trunc_normal_initializer(), dtype="float32", name="head"
+            )
         self.activation = keras.activations.get(classifier_activation)
         self.model_input_shape = tuple(input_shape) if input_shape is not None else None
         if input_shape is not None:
             self.build((None, *input_shape))
+        if pretrained_path is not None:
+            restore_artifact(self, pretrained_path)
 
     def build(self, input_shape):
-        channels = input_shape[1] if self.data_format == "channels_first" else input_shape[-1]
+        if self.data_format == "channels_first":
+            _, channels, height, width = input_shape
+        else:
+            _, height, width, channels = input_shape
         if channels is not None and channels != self.in_chans:
             raise ValueError(f"input has {channels} channels, the model was made with in_chans={self.in_chans}")
+        self.serving_input_shape = (None, *input_shape[1:])
+        # Known sizes flow through the stages, so summary() shows each stage's output grid.
+        grid_shape = (None, height, width, self.in_chans)
         for stage in self.stages:
-            stage.build((None, None, None, channels or self.in_chans))
-            channels = stage.dim
+            stage.build(grid_shape)
+            grid_shape = stage.compute_output_shape(grid_shape)
+            if stage.with_cls_token:
+                grid_shape = grid_shape[0]
         self.norm.build((None, None, self.num_features))
         if self.head is not None:
             self.head.build((None, self.num_features))
@@ -106,6 +136,15 @@ class CvT(keras.Model):
     def call(self, inputs, training=None):
         outputs = self.forward_stages(inputs, training=training)
         return outputs["logits"] if self.head is not None else outputs["features"]
+
+    def export(self, filepath, format="tf_saved_model", verbose=None, input_signature=None, **kwargs):
+        """`keras.Model.export`, whose default signature is the shape given to `build`, any batch size.
+
+        Keras would otherwise refuse a subclassed model that was built but never called.
+        """
+        if input_signature is None and self.built:
+            input_signature = [keras.InputSpec(shape=self.serving_input_shape, dtype=self.input_dtype)]
+        return super().export(filepath, format=format, verbose=verbose, input_signature=input_signature, **kwargs)
 
     def get_config(self):
         config = super().get_config()

@@ -146,6 +146,14 @@ class Stage(layers.Layer):
         grid = ops.reshape(tokens, (batch, height, width, self.dim))
         return (grid, cls_token) if self.with_cls_token else grid
 
+    def compute_output_shape(self, input_shape):
+        def embedded(n):
+            return None if n is None else (n + 2 * self.patch_padding - self.patch_size) // self.patch_stride + 1
+
+        batch, height, width, _ = input_shape
+        grid_shape = (batch, embedded(height), embedded(width), self.dim)
+        return (grid_shape, (batch, 1, self.dim)) if self.with_cls_token else grid_shape
+
     def get_config(self):
         config = super().get_config()
         config.update(

@@ -87,3 +87,17 @@ def tiny_spec_file(tmp_path):
     path = tmp_path / "tiny.json"
     path.write_text(json.dumps(TINY_SPEC))
     return path
+
+
+def keras_twin(model, **overrides):
+    """A new CvT with `model`'s arguments and weights under the current dtype policy; `overrides` change arguments."""
+    from cvt_tf import CvT
+
+    config = {**model.get_config(), **overrides}
+    config.pop("dtype")
+    twin = CvT.from_config(config)
+    if not twin.built:
+        channels_first = twin.data_format == "channels_first"
+        twin.build((None, twin.in_chans, None, None) if channels_first else (None, None, None, twin.in_chans))
+    twin.set_weights(model.get_weights())
+    return twin
