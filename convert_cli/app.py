@@ -85,9 +85,9 @@ def main(ctx, **options):
         return
     command = shlex.join(["convert.py", *sys.argv[1:]])
     if options["release_all"]:
-        from convert_cli.release import run_release
+        from convert_cli.release import release_command
 
-        run_release(options, command)
+        release_command(options, command)
         return
     job = plan_conversion(options, command=command)
     if options["show_mapping"]:

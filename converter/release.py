@@ -13,7 +13,7 @@ from converter.checkpoint import CheckpointError
 from converter.parity import ParityReport
 from converter.pipeline import Conversion, ParityError, convert, release_memory
 from converter.port import MappingError
-from cvt_spec import OFFICIAL_CHECKPOINTS, variant_spec
+from cvt_spec import OFFICIAL_CHECKPOINTS, locate_official, variant_spec
 from cvt_tf.artifact import WEIGHTS_SUFFIX
 
 SUMS_FILE = "SHA256SUMS"
@@ -39,18 +39,19 @@ def official_jobs(checkpoint_dir, out_dir, synthetic=False, **job_fields):
         synthetic: all seven on seeded synthetic checkpoints; no file is needed.
         **job_fields: further `Conversion` fields shared by every job (seed, atol, parity, command).
     """
-    jobs, missing = [], []
-    for official in OFFICIAL_CHECKPOINTS:
-        path = None if synthetic else Path(checkpoint_dir) / official.file_name
-        if path is not None and not path.is_file():
-            missing.append(path)
-            continue
-        jobs.append(Conversion(
+    if synthetic:
+        found, missing = [(official, None) for official in OFFICIAL_CHECKPOINTS], []
+    else:
+        found, missing = locate_official(checkpoint_dir)
+    jobs = [
+        Conversion(
             spec=variant_spec(official.variant), num_classes=official.num_classes,
             resolution=(official.resolution, official.resolution), name=official.artifact_name,
             out_dir=Path(out_dir), checkpoint=path, configuration=official.variant,
             spec_source=f"official checkpoint {official.file_name}", **job_fields,
-        ))
+        )
+        for official, path in found
+    ]
     return jobs, missing
 
 

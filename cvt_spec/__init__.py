@@ -3,7 +3,13 @@
 Plain Python: importing it pulls in neither PyTorch nor TensorFlow.
 """
 
-from cvt_spec.checkpoints import OFFICIAL_CHECKPOINTS, PUBLISHED_AT, OfficialCheckpoint, find_official
+from cvt_spec.checkpoints import (
+    OFFICIAL_CHECKPOINTS,
+    PUBLISHED_AT,
+    OfficialCheckpoint,
+    find_official,
+    locate_official,
+)
 from cvt_spec.spec import PER_STAGE_KEYS, SpecError, normalize_spec
 from cvt_spec.variants import VARIANTS, variant_spec
 
@@ -15,6 +21,7 @@ __all__ = [
     "OfficialCheckpoint",
     "SpecError",
     "find_official",
+    "locate_official",
     "normalize_spec",
     "variant_spec",
 ]
