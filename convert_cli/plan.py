@@ -109,7 +109,7 @@ def _spec_file_fields(options, spec_path):
     return {
         "spec": spec_file.spec, "num_classes": num_classes, "resolution": resolution,
         "name": options["name"] or Path(spec_path).stem,
-        "checkpoint": None if options["synthetic"] else Path(options["checkpoint"]),
+        "checkpoint": Path(options["checkpoint"]) if options["checkpoint"] is not None else None,
         # An official experiment YAML of a predefined variant names it in the manifest.
         "configuration": next((name for name in VARIANTS if variant_spec(name) == spec_file.spec), None),
         "spec_source": f"--spec {Path(spec_path).name}",
@@ -137,8 +137,6 @@ def plan_conversion(options, command=""):
 
     The model comes from --config, from --spec, or else is recognised from --checkpoint's weights.
     """
-    from converter.pipeline import Conversion
-
     config, spec_path, checkpoint = options["config"], options["spec"], options["checkpoint"]
     if config is not None and spec_path is not None:
         raise BadInput("give exactly one of --config (cvt-13, cvt-21, cvt-w24) and --spec FILE")
@@ -156,6 +154,8 @@ def plan_conversion(options, command=""):
             "weights) or --all"
         )
     num_classes = fields.pop("num_classes")
+    from converter.pipeline import Conversion  # PyTorch and TensorFlow load only once the input is valid
+
     return Conversion(
         **fields,
         num_classes=1000 if num_classes is None else num_classes,

@@ -105,6 +105,7 @@ def test_official_experiment_yaml_is_a_spec(tmp_path):
     assert job.spec == variant_spec("cvt-13") and job.configuration == "cvt-13"
     assert (job.name, job.resolution, job.num_classes) == ("cvt-13-384x384", (384, 384), 1000)
     assert job.spec_source == "--spec cvt-13-384x384.yaml"
+    assert _plan("--spec", path, "--show-mapping").checkpoint is None
 
 
 def test_nothing_to_convert_says_what_to_give():
