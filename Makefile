@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: env demo test test-fast lint clean
+.PHONY: env demo test test-fast lint clean release
 
 $(STAMP): pyproject.toml Makefile
 	$(PYTHON) -m venv $(VENV)
@@ -33,3 +33,8 @@ lint: env
 
 clean:
 	rm -rf $(VENV) artifacts .pytest_cache
+
+# Every official checkpoint found in checkpoints/ -> artifacts/, summary table, artifacts/SHA256SUMS.
+# `make release RELEASE_FLAGS=--synthetic` does all seven on synthetic checkpoints.
+release: env
+	$(BIN)/python convert.py --all $(RELEASE_FLAGS)

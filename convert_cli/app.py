@@ -20,6 +20,9 @@ HELP = """Convert an official PyTorch CvT checkpoint to a Keras 3 artifact and p
   python convert.py --config cvt-21 --res 384 --synthetic
   python convert.py --config cvt-21 --res 384 --checkpoint CvT-21-384x384-IN-1k.pth
   python convert.py --spec cvt-13-224x224.yaml --checkpoint my.pth --name my-cvt
+  python convert.py --checkpoint checkpoints/CvT-13-384x384-IN-22k.pth   (variant recognised)
+  python convert.py --all [--synthetic]      (every official checkpoint in checkpoints/)
+  python convert.py inspect artifacts/cvt-21-384x384_1k.weights.h5
 
 Writes OUT/NAME.weights.h5 and OUT/NAME.json (manifest) only when parity passes.
 Exit codes: 0 ok, 1 parity failed, 2 bad input or usage, 3 internal error.
@@ -67,8 +70,9 @@ def run_conversion(job):
 @click.option("--config", help=f"Predefined variant: {', '.join(VARIANTS)}.")
 @click.option("--spec", type=click.Path(dir_okay=False), help="Official experiment YAML, or a JSON/YAML of SPEC keys.")
 @click.option("--res", callback=parse_resolution, help="Input resolution, H or HxW (default 224; 384 for cvt-w24).")
-@click.option("--version", type=click.Choice(["1k", "22k"]), default="1k", show_default=True,
-              help="ImageNet-1k or -22k pretraining of the official checkpoint.")
+@click.option("--version", type=click.Choice(["1k", "22k"]),
+              help="ImageNet-1k or -22k pretraining of the official checkpoint (default: from the "
+              "checkpoint's file name, else 1k).")
 @click.option("--checkpoint", type=click.Path(), help="Checkpoint file (.pth or .safetensors). "
               "Default for --config: checkpoints/<official file name>.")
 @click.option("--num-classes", type=click.IntRange(min=0), help="Head size (default 1000, or the YAML's).")
@@ -82,12 +86,21 @@ def run_conversion(job):
 @click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True,
               help="Seed of --synthetic and the parity inputs.")
 @click.option("--show-mapping", is_flag=True, help="Print every mapping row and exit; needs no checkpoint.")
+@click.option("--all", "release_all", is_flag=True,
+              help="Convert every official checkpoint found in checkpoints/ (all seven with --synthetic), "
+              "print a summary table and write OUT/SHA256SUMS.")
 @click.option("--debug", is_flag=True, help="Show TensorFlow's logs and full tracebacks.")
 @click.pass_context
 def main(ctx, **options):
     if ctx.invoked_subcommand is not None:
         return
-    job = plan_conversion(options, command=shlex.join(["convert.py", *sys.argv[1:]]))
+    command = shlex.join(["convert.py", *sys.argv[1:]])
+    if options["release_all"]:
+        from convert_cli.release import release_command
+
+        release_command(options, command)
+        return
+    job = plan_conversion(options, command=command)
     if options["show_mapping"]:
         show_mapping(job)
         return
@@ -110,3 +123,9 @@ def run(argv=None):
 from convert_cli.predict import predict  # noqa: E402
 
 main.add_command(predict)
+
+from convert_cli.inspect import inspect_command  # noqa: E402
+from convert_cli.verify import verify_command  # noqa: E402
+
+main.add_command(inspect_command)
+main.add_command(verify_command)

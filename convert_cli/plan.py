@@ -10,8 +10,9 @@ import click
 
 from convert_cli.errors import BadInput
 from convert_cli.inputs import check_artifact_name, check_checkpoint_file, check_output_dir
-from cvt_spec import PUBLISHED_AT, SpecError, check_input_size, find_official, variant_spec
+from cvt_spec import PUBLISHED_AT, VARIANTS, SpecError, check_input_size, find_official, variant_spec
 from cvt_spec.files import read_spec_file
+from cvt_spec.recognize import RecognitionError, recognize, resolution_from_name, version_from_name
 
 DEFAULT_CHECKPOINT_DIR = Path("checkpoints")
 # The parity check runs both models at --res, batch 2: stage 1 attention memory grows with the
@@ -62,69 +63,129 @@ def _official_checkpoint_path(config, resolution, version, checkpoint, synthetic
     return path
 
 
+def checkpoint_shapes(path):
+    """{key: shape} of a checkpoint file (memory-mapped where torch can); bad files become BadInput."""
+    from converter.checkpoint import CheckpointError, load_checkpoint
+
+    try:
+        return {key: tuple(value.shape) for key, value in load_checkpoint(path).items()}
+    except CheckpointError as error:
+        raise BadInput(str(error)) from None
+
+
+def _from_name(read, checkpoint):
+    """What `read` (resolution_from_name or version_from_name) finds in the checkpoint's file name."""
+    if checkpoint is None:
+        return None
+    try:
+        return read(Path(checkpoint).name)
+    except RecognitionError as error:
+        raise BadInput(f"--checkpoint: {error}") from None
+
+
+def _config_fields(options, config):
+    try:
+        spec = variant_spec(config)
+    except ValueError as error:
+        raise BadInput(f"--config: {error}") from None
+    checkpoint = options["checkpoint"]
+    resolution = options["res"] or _from_name(resolution_from_name, checkpoint)
+    if resolution is None:
+        resolution = (384, 384) if config == "cvt-w24" else (224, 224)
+    version = options["version"] or _from_name(version_from_name, checkpoint) or "1k"
+    return {
+        "spec": spec, "num_classes": options["num_classes"], "resolution": resolution,
+        "name": options["name"] or f"{config}-{resolution[0]}x{resolution[1]}_{version}",
+        "checkpoint": _official_checkpoint_path(
+            config, resolution, version, checkpoint, options["synthetic"] or options.get("show_mapping", False),
+        ),
+        "configuration": config, "spec_source": f"--config {config}",
+    }
+
+
+def _spec_file_fields(options, spec_path):
+    try:
+        spec_file = read_spec_file(spec_path)
+    except SpecError as error:
+        raise BadInput(f"--spec {error}") from None
+    resolution = options["res"] or spec_file.image_size or _from_name(resolution_from_name, options["checkpoint"])
+    if resolution is None:
+        raise BadInput(f"--res is needed: {spec_path} has no TEST.IMAGE_SIZE or TRAIN.IMAGE_SIZE")
+    num_classes = options["num_classes"] if options["num_classes"] is not None else spec_file.num_classes
+    if num_classes is None:
+        raise BadInput(f"--num-classes is needed: {spec_path} has no MODEL.NUM_CLASSES")
+    if options["checkpoint"] is None and not (options["synthetic"] or options.get("show_mapping")):
+        raise BadInput("--spec needs --checkpoint PATH (or --synthetic)")
+    if options["name"] is None:
+        check_artifact_name(Path(spec_path).stem, source=f"the --spec file name {spec_path}")
+    return {
+        "spec": spec_file.spec, "num_classes": num_classes, "resolution": resolution,
+        "name": options["name"] or Path(spec_path).stem,
+        "checkpoint": Path(options["checkpoint"]) if options["checkpoint"] is not None else None,
+        # An official experiment YAML of a predefined variant names it in the manifest.
+        "configuration": next((name for name in VARIANTS if variant_spec(name) == spec_file.spec), None),
+        "spec_source": f"--spec {Path(spec_path).name}",
+    }
+
+
+def _recognized_fields(options, checkpoint):
+    path = Path(checkpoint)
+    check_checkpoint_file(path)  # before checkpoint_shapes imports torch
+    try:
+        recognized = recognize(path.name, checkpoint_shapes(path), options["res"], options["version"])
+    except RecognitionError as error:
+        raise BadInput(f"{path}: {error}") from None
+    num_classes = options["num_classes"]
+    if num_classes is not None and num_classes != recognized.num_classes:
+        raise BadInput(f"--num-classes {num_classes}: {path} has a head of {recognized.num_classes} classes")
+    return {
+        "spec": recognized.spec, "num_classes": recognized.num_classes, "resolution": recognized.resolution,
+        "name": options["name"] or recognized.name, "checkpoint": path,
+        "configuration": recognized.variant, "spec_source": f"recognised from the weights of {path.name}",
+    }
+
+
 def plan_conversion(options, command=""):
     """A `Conversion` from the parsed CLI options (a dict), or BadInput naming the option.
 
-    Every file and value is checked here, before torch or TensorFlow is imported.
+    The model comes from --config, from --spec, or else is recognised from --checkpoint's weights.
+    Every file and value is checked before TensorFlow is imported, and before torch unless the
+    model has to be recognised from the checkpoint's weights.
     """
-    config, spec_path = options["config"], options["spec"]
-    if (config is None) == (spec_path is None):
+    config, spec_path, checkpoint = options["config"], options["spec"], options["checkpoint"]
+    if config is not None and spec_path is not None:
         raise BadInput("give exactly one of --config (cvt-13, cvt-21, cvt-w24) and --spec FILE")
-    if options["synthetic"] and options["checkpoint"] is not None:
+    if options["synthetic"] and checkpoint is not None:
         raise BadInput("--synthetic and --checkpoint exclude each other")
     if options["name"] is not None:
         check_artifact_name(options["name"])
-    resolution = options["res"]
-    num_classes = options["num_classes"]
     if config is not None:
-        try:
-            spec = variant_spec(config)
-        except ValueError as error:
-            raise BadInput(f"--config: {error}") from None
-        if resolution is None:
-            resolution = (384, 384) if config == "cvt-w24" else (224, 224)
-        version = options["version"]
-        name = options["name"] or f"{config}-{resolution[0]}x{resolution[1]}_{version}"
-        checkpoint = _official_checkpoint_path(
-            config, resolution, version, options["checkpoint"],
-            options["synthetic"] or options.get("show_mapping", False),
-        )
+        fields = _config_fields(options, config)
+    elif spec_path is not None:
+        fields = _spec_file_fields(options, spec_path)
+    elif checkpoint is not None:
+        fields = _recognized_fields(options, checkpoint)
     else:
-        try:
-            spec_file = read_spec_file(spec_path)
-        except SpecError as error:
-            raise BadInput(f"--spec {error}") from None
-        spec = spec_file.spec
-        resolution = resolution or spec_file.image_size
-        if resolution is None:
-            raise BadInput(f"--res is needed: {spec_path} has no TRAIN.IMAGE_SIZE")
-        num_classes = num_classes if num_classes is not None else spec_file.num_classes
-        if num_classes is None:
-            raise BadInput(f"--num-classes is needed: {spec_path} has no MODEL.NUM_CLASSES")
-        if options["checkpoint"] is None and not (options["synthetic"] or options.get("show_mapping")):
-            raise BadInput("--spec needs --checkpoint PATH (or --synthetic)")
-        checkpoint = Path(options["checkpoint"]) if options["checkpoint"] is not None else None
-        name = options["name"] or Path(spec_path).stem
-        check_artifact_name(name, source="--name" if options["name"] else f"the --spec file name {spec_path}")
+        raise BadInput(
+            "nothing to convert: give --config NAME, --spec FILE, --checkpoint FILE (recognised from its "
+            "weights) or --all"
+        )
+    resolution = fields["resolution"]
     try:
-        check_input_size(spec, *resolution)
+        check_input_size(fields["spec"], *resolution)
     except SpecError as error:
         raise BadInput(f"--res {resolution[0]}x{resolution[1]}: {error}") from None
-    if checkpoint is not None:
-        check_checkpoint_file(checkpoint)
+    if fields["checkpoint"] is not None:
+        check_checkpoint_file(fields["checkpoint"])
     if not options.get("show_mapping"):
         check_output_dir(options["out"])
-
-    from converter.pipeline import Conversion
+    num_classes = fields.pop("num_classes")
+    from converter.pipeline import Conversion  # PyTorch and TensorFlow load only once the input is valid
 
     return Conversion(
-        spec=spec,
+        **fields,
         num_classes=1000 if num_classes is None else num_classes,
-        resolution=resolution,
-        name=name,
         out_dir=Path(options["out"]),
-        checkpoint=checkpoint,
-        configuration=config,
         seed=options["seed"],
         atol=options["atol"],
         parity=not options["no_parity"],

@@ -82,6 +82,23 @@ def reference_outputs(torch_model, inputs_nchw):
     }
 
 
+def compare_outputs(expected, keras_model, inputs_nchw, atol=DEFAULT_ATOL, seed=0):
+    """A `ParityReport` of the Keras model's outputs against the reference's `expected` ones."""
+    actual = keras_model.forward_stages(np.transpose(inputs_nchw, (0, 2, 3, 1)), training=False)
+    batch, _, height, width = inputs_nchw.shape
+    report = ParityReport(atol, batch, seed, (height, width))
+    for name, value in expected.items():
+        report.diffs.append(_diff(name, np.asarray(actual[name]), value))
+    return report
+
+
+def add_channels_first(report, expected, channels_first_model, inputs_nchw):
+    """Adds `logits[channels_first]` (or features): the NCHW inputs through a channels_first model."""
+    final = "logits" if "logits" in expected else "features"
+    twin = np.asarray(channels_first_model(inputs_nchw, training=False))
+    report.diffs.append(_diff(f"{final}[channels_first]", twin, expected[final]))
+
+
 def check_parity(torch_model, keras_model, inputs_nchw, atol=DEFAULT_ATOL, seed=0, channels_first_model=None):
     """Runs both models and returns a `ParityReport` over every output.
 
@@ -90,13 +107,7 @@ def check_parity(torch_model, keras_model, inputs_nchw, atol=DEFAULT_ATOL, seed=
             same weights; its logits are compared as `logits[channels_first]`.
     """
     expected = reference_outputs(torch_model, inputs_nchw)
-    actual = keras_model.forward_stages(np.transpose(inputs_nchw, (0, 2, 3, 1)), training=False)
-    batch, _, height, width = inputs_nchw.shape
-    report = ParityReport(atol, batch, seed, (height, width))
-    for name, value in expected.items():
-        report.diffs.append(_diff(name, np.asarray(actual[name]), value))
+    report = compare_outputs(expected, keras_model, inputs_nchw, atol, seed)
     if channels_first_model is not None:
-        final = "logits" if "logits" in expected else "features"
-        twin = np.asarray(channels_first_model(inputs_nchw, training=False))
-        report.diffs.append(_diff(f"{final}[channels_first]", twin, expected[final]))
+        add_channels_first(report, expected, channels_first_model, inputs_nchw)
     return report

@@ -3,8 +3,12 @@
 Library functions only; `convert.py` parses arguments and calls `convert`.
 """
 
+import ctypes
+import gc
+import tempfile
 import time
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
@@ -12,7 +16,7 @@ import torch
 
 from converter.checkpoint import load_checkpoint
 from converter.mapping import mapping_rows
-from converter.parity import DEFAULT_ATOL, check_parity, parity_inputs
+from converter.parity import DEFAULT_ATOL, add_channels_first, compare_outputs, parity_inputs, reference_outputs
 from converter.port import port_weights
 from converter.synthetic import content_sha256, synthetic_state_dict
 from converter.validate import validate_state_dict
@@ -44,6 +48,7 @@ class Conversion:
     parity: bool = True
     parity_batch: int = 2
     command: str = ""
+    spec_source: str = None  # how the SPEC was chosen, e.g. "--config cvt-21", for the manifest
 
 
 def _source(job, state_dict):
@@ -66,23 +71,43 @@ def build_keras_model(spec, num_classes, data_format="channels_last"):
 
 
 def reference_model(spec, num_classes, state_dict):
-    """official_ref loaded with strict=True from the same arrays (shared memory, no copy)."""
-    model = ConvolutionalVisionTransformer(spec, num_classes)
+    """official_ref holding the same arrays (shared memory, no copy), loaded with strict=True.
+
+    Built on the meta device: no memory or time goes into random weights that are replaced at once.
+    """
+    with torch.device("meta"):
+        model = ConvolutionalVisionTransformer(spec, num_classes)
     tensors = {key: torch.from_numpy(np.asarray(value)) for key, value in state_dict.items()}
     model.load_state_dict(tensors, strict=True, assign=True)
     return model.eval()
 
 
+def release_memory():
+    """Collects dropped tensors and hands glibc's free heap back to the system (elsewhere a no-op)."""
+    gc.collect()
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):
+        pass  # not glibc: the allocator returns memory on its own schedule
+
+
+def parameter_count(model):
+    return int(sum(np.prod(variable.shape) for variable in model.weights))
+
+
 def convert(job, progress=print):
     """Converts one checkpoint; returns (weights path, manifest path, parity report or None).
 
-    The checkpoint is loaded and checked before TensorFlow is imported.
+    The checkpoint is loaded and checked before TensorFlow is imported. Order keeps one full copy
+    of the weights alive at a time where it can: the reference runs first, the checkpoint arrays
+    are dropped once ported, the channels_first twin replaces the model.
 
     Raises:
         CheckpointError, MappingError: bad input, nothing written.
         ParityError: the port differs from the reference; nothing written.
     """
     started = time.perf_counter()
+    run = {"command": job.command, "started": datetime.now(UTC).isoformat(timespec="seconds")}
     notes = []
     if job.checkpoint is None:
         progress(f"generating synthetic checkpoint (seed {job.seed})")
@@ -90,45 +115,60 @@ def convert(job, progress=print):
     else:
         progress(f"loading {job.checkpoint}")
         state_dict = load_checkpoint(job.checkpoint, dtype_notes=notes)
-    state_dict, widened = validate_state_dict(state_dict, job.spec, job.num_classes)
+    source = _source(job, state_dict)
+    weights, widened = validate_state_dict(state_dict, job.spec, job.num_classes)
     notes += widened
     for note in notes[:3]:
         progress(f"note: {note}")
     if len(notes) > 3:
         progress(f"note: ... and {len(notes) - 3} more (all in the manifest's dtype_notes)")
-    source = _source(job, state_dict)
-
+    del state_dict
     rows = mapping_rows(job.spec, job.num_classes)
-    progress(f"porting {len(rows)} tensors to Keras")
-    model = build_keras_model(job.spec, job.num_classes)
-    port_weights(state_dict, model, rows)
 
     report = None
     if job.parity:
-        progress(f"checking parity at {job.resolution[0]}x{job.resolution[1]}, batch {job.parity_batch}")
-        reference = reference_model(job.spec, job.num_classes, state_dict)
-        twin = build_keras_model(job.spec, job.num_classes, "channels_first")
-        twin.set_weights(model.get_weights())
         inputs = parity_inputs(*job.resolution, batch=job.parity_batch, seed=job.seed)
-        report = check_parity(reference, model, inputs, job.atol, job.seed, channels_first_model=twin)
-        del reference, twin
+        progress(f"running the PyTorch reference at {job.resolution[0]}x{job.resolution[1]}, batch {job.parity_batch}")
+        expected = reference_outputs(reference_model(job.spec, job.num_classes, weights), inputs)
+    progress(f"porting {len(rows)} tensors to Keras")
+    model = build_keras_model(job.spec, job.num_classes)
+    port_weights(weights, model, rows)
+    del weights
+    release_memory()
+    if job.parity:
+        progress("checking parity (channels_last, then channels_first reloaded from disk)")
+        report = compare_outputs(expected, model, inputs, job.atol, job.seed)
+        # The channels_first twin reads the weights back from a saved file (proving that file and
+        # the NCHW entry at once) and replaces the model, so one copy of the weights stays alive.
+        with tempfile.TemporaryDirectory(prefix="cvt-convert-") as scratch:
+            saved = Path(scratch) / "twin.weights.h5"
+            model.save_weights(saved)
+            del model
+            release_memory()
+            model = build_keras_model(job.spec, job.num_classes, "channels_first")
+            model.load_weights(saved)
+        add_channels_first(report, expected, model, inputs)
         progress(report.table())
         if not report.passed:
             raise ParityError(report)
 
     from converter.export import library_versions, write_artifact  # not at the top: keeps TF out of imports
 
+    # Everything but `run` depends only on the inputs, so two conversions give equal manifests.
     manifest = {
         "configuration": job.configuration,
+        "spec_source": job.spec_source,
         "spec": job.spec,
         "num_classes": job.num_classes,
         "resolution": list(job.resolution),
+        "parameters": parameter_count(model),
         "source": source,
-        "dtype_notes": notes,
+        "tolerance": {"atol": job.atol} if job.parity else None,
         "parity": report.to_dict() if report else None,
+        "dtype_notes": notes,
         "versions": library_versions(),
-        "run": {"command": job.command, "seconds": round(time.perf_counter() - started, 1)},
     }
     progress(f"writing {job.out_dir / job.name}.weights.h5")
+    manifest["run"] = {**run, "seconds": round(time.perf_counter() - started, 1)}
     weights_path, manifest_path = write_artifact(model, job.out_dir, job.name, manifest)
     return weights_path, manifest_path, report

@@ -23,19 +23,19 @@ def _describe(shape):
     return "(" + ", ".join(str(d) for d in shape) + (",)" if len(shape) == 1 else ")")
 
 
-def check_mapping(state_dict, rows, variables):
-    """Lists every problem between a checkpoint, the mapping rows and the Keras variables."""
+def check_mapping(state_dict, rows, keras_shapes):
+    """Lists every problem between a checkpoint, the mapping rows and the Keras variables' {path: shape}."""
     problems = []
     mapped_keys = {row.torch_key for row in rows}
     for row in rows:
-        variable = variables.get(row.keras_path)
+        keras_shape = keras_shapes.get(row.keras_path)
         if row.torch_key not in state_dict:
             problems.append(f"missing in checkpoint: {row.torch_key}")
-        if variable is None:
+        if keras_shape is None:
             problems.append(f"no Keras variable {row.keras_path} for {row.torch_key}")
-        if row.torch_key in state_dict and variable is not None:
+        if row.torch_key in state_dict and keras_shape is not None:
             received = tuple(state_dict[row.torch_key].shape)
-            expected = row.torch_shape(tuple(variable.shape))
+            expected = row.torch_shape(tuple(keras_shape))
             if received != expected:
                 problems.append(
                     f"shape mismatch: {row.torch_key} is {_describe(received)}, "
@@ -45,9 +45,9 @@ def check_mapping(state_dict, rows, variables):
         if key not in mapped_keys and not is_ignored(key):
             problems.append(f"unexpected in checkpoint: {key} {_describe(tuple(state_dict[key].shape))}")
     assigned = {row.keras_path for row in rows}
-    for path, variable in variables.items():
+    for path, keras_shape in keras_shapes.items():
         if path not in assigned:
-            problems.append(f"Keras variable never assigned: {path} {_describe(tuple(variable.shape))}")
+            problems.append(f"Keras variable never assigned: {path} {_describe(tuple(keras_shape))}")
     return problems
 
 
@@ -67,6 +67,15 @@ def nonfinite_problem(key, array):
         return None
     nan, inf = int(np.isnan(array).sum()), int(np.isinf(array).sum())
     return f"non-finite values: {key} has {nan} NaN and {inf} Inf of {array.size} values"
+
+
+def check_fit(state_dict, rows, keras_shapes):
+    """Raises one MappingError listing every problem `check_mapping` finds, if any."""
+    problems = check_mapping(state_dict, rows, keras_shapes)
+    if problems:
+        raise MappingError(
+            f"checkpoint does not fit the model ({len(problems)} problems): " + "; ".join(problems)
+        )
 
 
 def check_values(state_dict, rows):
@@ -101,11 +110,7 @@ def port_weights(state_dict, model, rows):
             shape-mismatched name, or naming a non-float or non-finite tensor.
     """
     variables = keras_variables(model)
-    problems = check_mapping(state_dict, rows, variables)
-    if problems:
-        raise MappingError(
-            f"checkpoint does not fit the model ({len(problems)} problems): " + "; ".join(problems)
-        )
+    check_fit(state_dict, rows, {path: tuple(variable.shape) for path, variable in variables.items()})
     arrays, notes = check_values(state_dict, rows)
     for row in rows:
         variables[row.keras_path].assign(row.torch_to_keras(arrays.pop(row.torch_key)))

@@ -4,6 +4,7 @@ File names as published by microsoft/CvT; the 22k files carry 1000-class heads (
 """
 
 from dataclasses import dataclass
+from pathlib import Path
 
 PUBLISHED_AT = "the microsoft/CvT README (OneDrive 'CvT' model zoo)"
 
@@ -56,3 +57,15 @@ def find_official(variant, resolution, version):
         f"no official checkpoint for {variant} at {resolution} ({version}); "
         f"the published ones are: {valid}"
     )
+
+
+def locate_official(checkpoint_dir):
+    """([(OfficialCheckpoint, path)] found, [path] missing) for the seven file names in `checkpoint_dir`."""
+    found, missing = [], []
+    for official in OFFICIAL_CHECKPOINTS:
+        path = Path(checkpoint_dir) / official.file_name
+        if path.is_file():
+            found.append((official, path))
+        else:
+            missing.append(path)
+    return found, missing

@@ -18,7 +18,7 @@ from cvt_spec.spec import SpecError, normalize_spec
 class SpecFile:
     spec: dict
     num_classes: int = None  # MODEL.NUM_CLASSES when the file is an experiment YAML
-    image_size: tuple = None  # TRAIN.IMAGE_SIZE as (height, width)
+    image_size: tuple = None  # TEST.IMAGE_SIZE (else TRAIN.IMAGE_SIZE) as (height, width)
 
 
 class InputFileError(ValueError):
@@ -59,7 +59,7 @@ def check_input_file(path, kind="checkpoint"):
 
 
 def read_spec_file(path):
-    """Reads MODEL.SPEC, MODEL.NUM_CLASSES and TRAIN.IMAGE_SIZE, or a bare SPEC mapping.
+    """Reads MODEL.SPEC, MODEL.NUM_CLASSES and the image size, or a bare SPEC mapping.
 
     Raises:
         SpecError: unreadable file, not a mapping, or an invalid SPEC; names the file.
@@ -82,7 +82,8 @@ def read_spec_file(path):
     model = data.get("MODEL")
     if isinstance(model, dict) and "SPEC" in model:
         spec, num_classes = model["SPEC"], model.get("NUM_CLASSES", 1000)
-        image_size = (data.get("TRAIN") or {}).get("IMAGE_SIZE")
+        # The inference size; the official YAMLs give the same under TRAIN.
+        image_size = (data.get("TEST") or {}).get("IMAGE_SIZE") or (data.get("TRAIN") or {}).get("IMAGE_SIZE")
         if image_size is not None:
             # The official config stores width * height; CvT's YAMLs are square.
             image_size = (int(image_size[1]), int(image_size[0]))

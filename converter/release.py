@@ -1,0 +1,111 @@
+"""A release: every official checkpoint converted in one run, one summary table, SHA256SUMS.
+
+A checkpoint that fails is recorded and the others still convert; the caller chooses the exit code.
+"""
+
+import json
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from converter.checkpoint import CheckpointError
+from converter.parity import ParityReport
+from converter.pipeline import Conversion, ParityError, convert, release_memory
+from converter.port import MappingError
+from cvt_spec import OFFICIAL_CHECKPOINTS, locate_official, variant_spec
+from cvt_tf.artifact import WEIGHTS_SUFFIX
+
+SUMS_FILE = "SHA256SUMS"
+
+
+@dataclass
+class Outcome:
+    name: str
+    seconds: float = 0.0
+    report: ParityReport = None  # None when the conversion stopped before parity or skipped it
+    sha256: str = None  # of the written weights file
+    error: str = None  # why nothing was written
+
+    @property
+    def written(self):
+        return self.error is None
+
+
+def official_jobs(checkpoint_dir, out_dir, synthetic=False, **job_fields):
+    """(jobs, missing paths) for the seven official checkpoints, under their artifact names.
+
+    Args:
+        synthetic: all seven on seeded synthetic checkpoints; no file is needed.
+        **job_fields: further `Conversion` fields shared by every job (seed, atol, parity, command).
+    """
+    if synthetic:
+        found, missing = [(official, None) for official in OFFICIAL_CHECKPOINTS], []
+    else:
+        found, missing = locate_official(checkpoint_dir)
+    jobs = [
+        Conversion(
+            spec=variant_spec(official.variant), num_classes=official.num_classes,
+            resolution=(official.resolution, official.resolution), name=official.artifact_name,
+            out_dir=Path(out_dir), checkpoint=path, configuration=official.variant,
+            spec_source=f"official checkpoint {official.file_name}", **job_fields,
+        )
+        for official, path in found
+    ]
+    return jobs, missing
+
+
+def run_release(jobs, progress=print):
+    """Converts every job in turn; returns one `Outcome` per job. Unwritable output stops the run."""
+    outcomes = []
+    for number, job in enumerate(jobs, 1):
+        progress(f"[{number}/{len(jobs)}] {job.name}")
+        outcome = Outcome(job.name)
+        started = time.perf_counter()
+        try:
+            _, manifest_path, outcome.report = convert(job, progress)
+            outcome.sha256 = json.loads(manifest_path.read_text())["artifact"]["sha256"]
+        except ParityError as error:
+            outcome.report, outcome.error = error.report, str(error)
+        except (CheckpointError, MappingError) as error:
+            outcome.error = str(error)
+        outcome.seconds = time.perf_counter() - started
+        outcomes.append(outcome)
+        release_memory()
+    return outcomes
+
+
+def _verdict(outcome):
+    if outcome.report is not None:
+        return "passed" if outcome.report.passed else "FAILED"
+    return "error" if outcome.error else "skipped"
+
+
+def _logits_max_abs(report):
+    diffs = {d.output: d.max_abs for d in report.diffs}
+    value = diffs.get("logits", diffs.get("features"))
+    return f"{value:.3e}"
+
+
+def summary_table(outcomes):
+    """One line per artifact: parity verdict, logits max abs diff, worst output, seconds, sha256."""
+    lines = [f"{'artifact':<22}{'parity':<8}{'logits':>11}  {'worst output':<24}{'seconds':>8}  sha256 of .weights.h5"]
+    for o in outcomes:
+        logits = "-" if o.report is None else _logits_max_abs(o.report)
+        worst = "-" if o.report is None else f"{o.report.worst.output} {o.report.worst.max_abs:.3e}"
+        digest = o.sha256 or "not written"
+        lines.append(f"{o.name:<22}{_verdict(o):<8}{logits:>11}  {worst:<24}{o.seconds:>8.1f}  {digest}")
+    lines.extend(f"{o.name}: {o.error}" for o in outcomes if o.error)
+    return "\n".join(lines)
+
+
+def write_sha256sums(out_dir, outcomes):
+    """Writes OUT/SHA256SUMS (`sha256sum -c` format) for every written artifact; returns its path or None."""
+    written = [o for o in outcomes if o.written]
+    if not written:
+        return None
+    path = Path(out_dir) / SUMS_FILE
+    temp = path.with_name(f".{SUMS_FILE}.tmp{os.getpid()}")
+    temp.write_text("".join(f"{o.sha256}  {o.name}{WEIGHTS_SUFFIX}\n" for o in written))
+    os.replace(temp, path)
+    return path
