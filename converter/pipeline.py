@@ -115,8 +115,8 @@ def convert(job, progress=print):
     else:
         progress(f"loading {job.checkpoint}")
         state_dict = load_checkpoint(job.checkpoint, dtype_notes=notes)
-    source = _source(job, state_dict)
     weights, widened = validate_state_dict(state_dict, job.spec, job.num_classes)
+    source = _source(job, state_dict)  # the checkpoint as given, before widening
     notes += widened
     for note in notes[:3]:
         progress(f"note: {note}")

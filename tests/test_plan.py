@@ -92,8 +92,10 @@ def test_unknown_weights_name_the_nearest_variant(tmp_path):
         _plan("--checkpoint", path)
 
 
-def test_config_reads_resolution_and_version_from_the_checkpoint_name():
-    job = _plan("--config", "cvt-21", "--checkpoint", "elsewhere/CvT-21-384x384-IN-22k.pth")
+def test_config_reads_resolution_and_version_from_the_checkpoint_name(tmp_path):
+    checkpoint = tmp_path / "CvT-21-384x384-IN-22k.pth"
+    checkpoint.write_bytes(b"planning reads only the name")
+    job = _plan("--config", "cvt-21", "--checkpoint", checkpoint)
     assert (job.name, job.resolution) == ("cvt-21-384x384_22k", (384, 384))
     assert _plan("--config", "cvt-21", "--synthetic").name == "cvt-21-224x224_1k"
 
@@ -101,7 +103,9 @@ def test_config_reads_resolution_and_version_from_the_checkpoint_name():
 def test_official_experiment_yaml_is_a_spec(tmp_path):
     path = tmp_path / "cvt-13-384x384.yaml"
     path.write_text(OFFICIAL_YAML)
-    job = _plan("--spec", path, "--checkpoint", "x.pth")
+    checkpoint = tmp_path / "x.pth"
+    checkpoint.write_bytes(b"planning reads only the name")
+    job = _plan("--spec", path, "--checkpoint", checkpoint)
     assert job.spec == variant_spec("cvt-13") and job.configuration == "cvt-13"
     assert (job.name, job.resolution, job.num_classes) == ("cvt-13-384x384", (384, 384), 1000)
     assert job.spec_source == "--spec cvt-13-384x384.yaml"
