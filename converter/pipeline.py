@@ -5,7 +5,6 @@ Library functions only; `convert.py` parses arguments and calls `convert`.
 
 import ctypes
 import gc
-import tempfile
 import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -100,7 +99,7 @@ def convert(job, progress=print):
 
     The checkpoint is loaded and checked before TensorFlow is imported. Order keeps one full copy
     of the weights alive at a time where it can: the reference runs first, the checkpoint arrays
-    are dropped once ported, the channels_first twin replaces the model.
+    are dropped once ported, the channels_first twin takes the variables over and replaces the model.
 
     Raises:
         CheckpointError, MappingError: bad input, nothing written.
@@ -136,17 +135,16 @@ def convert(job, progress=print):
     del weights
     release_memory()
     if job.parity:
-        progress("checking parity (channels_last, then channels_first reloaded from disk)")
+        progress("checking parity (channels_last, then channels_first)")
         report = compare_outputs(expected, model, inputs, job.atol, job.seed)
-        # The channels_first twin reads the weights back from a saved file (proving that file and
-        # the NCHW entry at once) and replaces the model, so one copy of the weights stays alive.
-        with tempfile.TemporaryDirectory(prefix="cvt-convert-") as scratch:
-            saved = Path(scratch) / "twin.weights.h5"
-            model.save_weights(saved)
-            del model
-            release_memory()
-            model = build_keras_model(job.spec, job.num_classes, "channels_first")
-            model.load_weights(saved)
+        # The channels_first twin takes the variables over one by one and replaces the model. (Not
+        # through a scratch .h5 file: h5py crashes instead of raising when such a write fails.)
+        twin = build_keras_model(job.spec, job.num_classes, "channels_first")
+        for target, source_variable in zip(twin.weights, model.weights, strict=True):
+            target.assign(source_variable)
+        model = twin
+        del twin
+        release_memory()
         add_channels_first(report, expected, model, inputs)
         progress(report.table())
         if not report.passed:
