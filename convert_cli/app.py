@@ -129,3 +129,7 @@ from convert_cli.verify import verify_command  # noqa: E402
 
 main.add_command(inspect_command)
 main.add_command(verify_command)
+
+from convert_cli.export_cmd import export  # noqa: E402
+
+main.add_command(export)

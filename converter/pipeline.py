@@ -14,9 +14,11 @@ import numpy as np
 import torch
 
 from converter.checkpoint import load_checkpoint
+from converter.hf_layout import to_official_layout
 from converter.mapping import mapping_rows
 from converter.parity import DEFAULT_ATOL, add_channels_first, compare_outputs, parity_inputs, reference_outputs
 from converter.port import port_weights
+from converter.reverse import torch_layout_facts
 from converter.synthetic import content_sha256, synthetic_state_dict
 from converter.validate import validate_state_dict
 from official_ref.model import ConvolutionalVisionTransformer
@@ -107,15 +109,19 @@ def convert(job, progress=print):
     """
     started = time.perf_counter()
     run = {"command": job.command, "started": datetime.now(UTC).isoformat(timespec="seconds")}
-    notes = []
+    notes, layout = [], "official"
     if job.checkpoint is None:
         progress(f"generating synthetic checkpoint (seed {job.seed})")
         state_dict = synthetic_state_dict(job.spec, job.num_classes, job.seed)
     else:
         progress(f"loading {job.checkpoint}")
         state_dict = load_checkpoint(job.checkpoint, dtype_notes=notes)
+        state_dict, layout = to_official_layout(state_dict, job.spec, job.num_classes)
+        if layout != "official":
+            progress(f"renamed the {layout} layout to the official one")
     weights, widened = validate_state_dict(state_dict, job.spec, job.num_classes)
-    source = _source(job, state_dict)  # the checkpoint as given, before widening
+    source = {**_source(job, state_dict), "layout": layout}  # the checkpoint as given, before widening
+    torch_layout = torch_layout_facts(state_dict)  # the source dtypes, before widening
     notes += widened
     for note in notes[:3]:
         progress(f"note: {note}")
@@ -164,6 +170,7 @@ def convert(job, progress=print):
         "tolerance": {"atol": job.atol} if job.parity else None,
         "parity": report.to_dict() if report else None,
         "dtype_notes": notes,
+        "torch_layout": torch_layout,
         "versions": library_versions(),
     }
     progress(f"writing {job.out_dir / job.name}.weights.h5")

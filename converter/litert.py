@@ -1,0 +1,89 @@
+"""SavedModel and TFLite (LiteRT) files of a Keras CvT, and running them back for parity figures.
+
+TensorFlow's TFLiteConverter writes the flatbuffer (builtin ops only); the ai-edge-litert interpreter runs it.
+"""
+
+import tempfile
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+QUANTIZATIONS = ("none", "dynamic")
+
+
+def _signature(model, height, width):
+    return [tf.TensorSpec((None, height, width, model.in_chans), tf.float32, name="images")]
+
+
+def write_saved_model(model, path, height=None, width=None):
+    """A SavedModel whose `serve` endpoint (also `serving_default`) maps NHWC float32 images to logits.
+
+    Height and width stay open (any resolution) unless given; the batch always does.
+    """
+    archive = keras.export.ExportArchive()
+    archive.track(model)
+    archive.add_endpoint(
+        "serve", lambda images: model(images, training=False), input_signature=_signature(model, height, width)
+    )
+    archive.write_out(str(path), verbose=False)
+
+
+def tflite_flatbuffer(model, height, width, quantize="none"):
+    """The TFLite model at a fixed resolution and open batch, as bytes.
+
+    Args:
+        quantize: `none` keeps float32; `dynamic` stores int8 weights (dynamic-range quantization,
+            float activations), no calibration data needed.
+    """
+    if quantize not in QUANTIZATIONS:
+        raise ValueError(f"quantize must be one of {QUANTIZATIONS}, got {quantize!r}")
+    with tempfile.TemporaryDirectory(prefix="cvt-tflite-") as saved_model:
+        write_saved_model(model, saved_model, height, width)
+        converter = tf.lite.TFLiteConverter.from_saved_model(saved_model)
+        converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS]
+        if quantize == "dynamic":
+            converter.optimizations = [tf.lite.Optimize.DEFAULT]
+        return converter.convert()
+
+
+def run_tflite(path, images_nhwc, num_threads=None):
+    """Logits of a `.tflite` file on a batch of NHWC images (the batch axis is resized to fit)."""
+    from ai_edge_litert.interpreter import Interpreter
+
+    interpreter = Interpreter(model_path=str(path), num_threads=num_threads)
+    (source,) = interpreter.get_input_details()
+    interpreter.resize_tensor_input(source["index"], images_nhwc.shape)
+    interpreter.allocate_tensors()
+    interpreter.set_tensor(source["index"], np.ascontiguousarray(images_nhwc, np.float32))
+    interpreter.invoke()
+    (target,) = interpreter.get_output_details()
+    return interpreter.get_tensor(target["index"])
+
+
+def run_saved_model(path, images_nhwc):
+    """Logits of a SavedModel written by `write_saved_model`, loaded back from disk."""
+    loaded = tf.saved_model.load(str(path))
+    return loaded.serve(tf.constant(images_nhwc, tf.float32)).numpy()
+
+
+def _top_k(logits, k):
+    return np.argsort(-logits, axis=-1, kind="stable")[:, :k]
+
+
+def logits_agreement(actual, expected):
+    """Max abs difference and top-1 / top-5 agreement of two (batch, classes) logits arrays.
+
+    Top-5 agreement counts the samples whose five highest classes are the same set in both.
+    """
+    actual, expected = np.asarray(actual, np.float64), np.asarray(expected, np.float64)
+    if actual.shape != expected.shape:
+        raise ValueError(f"exported logits have shape {actual.shape}, Keras gives {expected.shape}")
+    k = min(5, expected.shape[-1])
+    same_top_k = [set(a) == set(e) for a, e in zip(_top_k(actual, k), _top_k(expected, k), strict=True)]
+    return {
+        "samples": int(expected.shape[0]),
+        "logits_max_abs": float(np.max(np.abs(actual - expected))),
+        "top1_agreement": float(np.mean(_top_k(actual, 1)[:, 0] == _top_k(expected, 1)[:, 0])),
+        "top5_agreement": float(np.mean(same_top_k)),
+    }
