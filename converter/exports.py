@@ -130,8 +130,7 @@ def _write_and_check(staged, model, manifest, inputs, job, progress):
     height, width = inputs.shape[2:]
     if job.format == "pth":
         progress("writing the official-layout state dict")
-        state_dict = official_state_dict(model, manifest["spec"], manifest["num_classes"],
-                                         manifest.get("torch_layout"))
+        state_dict = official_state_dict(model, manifest.get("torch_layout"))
         torch.save(state_dict, staged)
         progress("loading it into official_ref (strict=True) for parity")
         return _check_pth(staged, model, manifest, inputs, job)

@@ -47,8 +47,8 @@ def _torch_dtype(name, key):
     return dtype
 
 
-def official_state_dict(model, spec, num_classes, torch_layout=None):
-    """{official key: torch tensor} of a built Keras CvT, in the official state-dict order.
+def official_state_dict(model, torch_layout=None):
+    """{official key: torch tensor} of a built `cvt_tf.CvT`, in the official state-dict order.
 
     Every Keras variable is read once through its mapping row; float tensors get the source dtype,
     BatchNorm `num_batches_tracked` the source counter (int64 scalars), so official_ref loads the
@@ -61,6 +61,7 @@ def official_state_dict(model, spec, num_classes, torch_layout=None):
         ValueError: a Keras variable is missing or its shape does not give the official one.
     """
     layout = {**DEFAULT_TORCH_LAYOUT, **(torch_layout or {})}
+    spec, num_classes = model.spec, model.num_classes if model.head is not None else 0
     variables = keras_variables(model)
     rows = {row.torch_key: row for row in mapping_rows(spec, num_classes)}
     problems, state_dict = [], {}

@@ -1,0 +1,205 @@
+"""Exports out of an artifact: the official .pth round trip, fine-tuned weights back in official_ref,
+TFLite and SavedModel run back from disk, manifest entries, and no silent overwrite."""
+
+import json
+import shutil
+
+import keras
+import numpy as np
+import pytest
+import torch
+
+from converter.export import write_artifact
+from converter.exports import ExportError, ExportJob, ExportParityError, default_output, path_sha256, run_export
+from converter.litert import run_saved_model, run_tflite
+from converter.parity import parity_inputs
+from converter.pipeline import Conversion, convert
+from converter.synthetic import save_checkpoint, synthetic_state_dict
+from cvt_spec import normalize_spec
+from cvt_tf import load_artifact
+from official_ref.model import ConvolutionalVisionTransformer
+from tests.conftest import run_cli, tiny_spec
+
+
+def quiet(_):
+    pass
+
+
+def _artifact(directory, state_dict, spec, name="tiny"):
+    save_checkpoint(state_dict, directory / f"{name}.pth")
+    job = Conversion(spec=spec, num_classes=10, resolution=(64, 64), name=name, out_dir=directory / "out",
+                     checkpoint=directory / f"{name}.pth")
+    weights_path, _, _ = convert(job, progress=quiet)
+    return weights_path
+
+
+@pytest.fixture(scope="module")
+def spec():
+    return normalize_spec(tiny_spec())
+
+
+@pytest.fixture(scope="module")
+def source(spec):
+    return synthetic_state_dict(spec, 10, seed=7)
+
+
+@pytest.fixture(scope="module")
+def built_artifact(tmp_path_factory, spec, source):
+    return _artifact(tmp_path_factory.mktemp("artifact"), source, spec)
+
+
+@pytest.fixture
+def artifact(tmp_path, built_artifact):
+    """A private copy of the module's artifact: exports change its manifest."""
+    for path in built_artifact.parent.iterdir():
+        shutil.copy(path, tmp_path / path.name)
+    return tmp_path / built_artifact.name
+
+
+def _manifest(weights_path):
+    return json.loads(weights_path.with_name(weights_path.name.replace(".weights.h5", ".json")).read_text())
+
+
+def _assert_bit_identical(exported, original):
+    assert list(exported) == list(original)
+    for key, tensor in original.items():
+        assert exported[key].dtype == tensor.dtype, key
+        assert torch.equal(exported[key], tensor), key
+
+
+def test_pth_round_trip_is_bit_identical(artifact, tmp_path, built_artifact):
+    out, entry = run_export(ExportJob(artifact=artifact, format="pth"), progress=quiet)
+    assert out == tmp_path / "tiny.pth"
+    original = torch.load(built_artifact.parent.parent / "tiny.pth", weights_only=True)
+    _assert_bit_identical(torch.load(out, weights_only=True), original)
+    assert entry["parity"]["passed"] and entry["parity"]["outputs"]["logits"]["max_abs"] < 1e-4
+    assert entry["sha256"] == path_sha256(out) and entry["size"] == out.stat().st_size
+
+
+def test_pth_keeps_a_half_precision_source_bit_for_bit(tmp_path, spec, source):
+    half = {k: (v.astype(np.float16) if v.dtype == np.float32 else v) for k, v in source.items()}
+    half["head.bias"] = half["head.bias"].astype(np.float32)  # one tensor in another dtype
+    weights_path = _artifact(tmp_path, half, spec, name="half")
+    out, _ = run_export(ExportJob(artifact=weights_path, format="pth"), progress=quiet)
+    exported = torch.load(out, weights_only=True)
+    assert exported["head.weight"].dtype == torch.float16 and exported["head.bias"].dtype == torch.float32
+    _assert_bit_identical(exported, {k: torch.from_numpy(np.asarray(v)) for k, v in half.items()})
+
+
+def test_fine_tuned_keras_weights_go_back_to_official_ref(artifact, tmp_path):
+    model = load_artifact(artifact)
+    before = {v.path: np.array(v.numpy()) for v in model.weights}
+    rng = np.random.default_rng(0)
+    images = rng.normal(size=(16, 64, 64, 3)).astype(np.float32)
+    model.compile(optimizer=keras.optimizers.SGD(0.05),
+                  loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    model.fit(images, rng.integers(0, 10, 16), batch_size=4, epochs=1, verbose=0)
+    moved = {v.path: float(np.max(np.abs(v.numpy() - before[v.path]))) for v in model.weights}
+    assert moved["cvt/head/kernel"] > 1e-3 and moved["cvt/stage2/block1/attn/conv_proj_v/bn/moving_mean"] > 1e-3
+
+    manifest = {k: v for k, v in _manifest(artifact).items() if k not in ("format", "name", "artifact")}
+    tuned, _ = write_artifact(model, tmp_path / "tuned", "tuned", manifest)
+    out, _ = run_export(ExportJob(artifact=tuned, format="pth"), progress=quiet)
+    reference = ConvolutionalVisionTransformer(manifest["spec"], 10)
+    reference.load_state_dict(torch.load(out, weights_only=True), strict=True)
+    inputs = parity_inputs(64, 64, batch=4, seed=3)
+    with torch.inference_mode():
+        expected = reference.eval()(torch.from_numpy(inputs)).numpy()
+    actual = np.asarray(model(np.transpose(inputs, (0, 2, 3, 1)), training=False))
+    assert np.max(np.abs(actual - expected)) < 1e-4
+    assert np.max(np.abs(actual - np.asarray(load_artifact(artifact)(np.transpose(inputs, (0, 2, 3, 1)))))) > 1e-2
+
+
+def test_tflite_float32_matches_keras_and_int8_reports_agreement(artifact, tmp_path):
+    float_out, float_entry = run_export(ExportJob(artifact=artifact, format="tflite"), progress=quiet)
+    int8_out, int8_entry = run_export(ExportJob(artifact=artifact, format="tflite", quantize="dynamic"),
+                                      progress=quiet)
+    assert (float_out.name, int8_out.name) == ("tiny.tflite", "tiny.int8.tflite")
+    assert float_entry["parity"]["passed"] and float_entry["parity"]["logits_max_abs"] < 1e-4
+    assert int8_entry["parity"]["passed"] is None and int8_entry["parity"]["atol"] is None
+    assert 0 < int8_entry["parity"]["logits_max_abs"] < 0.1
+    assert int8_out.stat().st_size < 0.7 * float_out.stat().st_size
+    # Independently: run the files again on other inputs against a fresh Keras model.
+    images = np.transpose(parity_inputs(64, 64, batch=3, seed=11), (0, 2, 3, 1))
+    keras_logits = np.asarray(load_artifact(artifact)(images))
+    assert np.max(np.abs(run_tflite(float_out, images) - keras_logits)) < 1e-4
+    assert np.max(np.abs(run_tflite(int8_out, images) - keras_logits)) > 1e-6  # really quantized
+    exports = _manifest(artifact)["exports"]
+    assert [(e["file"], e["quantize"]) for e in exports] == [("tiny.tflite", "none"), ("tiny.int8.tflite", "dynamic")]
+
+
+def test_saved_model_runs_any_resolution(artifact):
+    out, entry = run_export(ExportJob(artifact=artifact, format="saved_model"), progress=quiet)
+    assert out.is_dir() and entry["parity"]["logits_max_abs"] < 1e-4
+    images = np.transpose(parity_inputs(45, 71, batch=1, seed=2), (0, 2, 3, 1))
+    np.testing.assert_allclose(run_saved_model(out, images), np.asarray(load_artifact(artifact)(images)), atol=1e-4)
+
+
+def test_existing_output_is_refused_unless_forced(artifact, tmp_path):
+    out = tmp_path / "mine.pth"
+    out.write_bytes(b"keep me")
+    with pytest.raises(ExportError, match="mine.pth exists; pass --force"):
+        run_export(ExportJob(artifact=artifact, format="pth", out=out), progress=quiet)
+    assert out.read_bytes() == b"keep me" and "exports" not in _manifest(artifact)
+    for _ in range(2):
+        run_export(ExportJob(artifact=artifact, format="pth", out=out, force=True), progress=quiet)
+    assert [e["file"] for e in _manifest(artifact)["exports"]] == ["mine.pth"]
+    assert _manifest(artifact)["exports"][0]["sha256"] == path_sha256(out)
+
+
+def test_failed_parity_leaves_nothing(artifact, tmp_path):
+    before = _manifest(artifact)
+    with pytest.raises(ExportParityError, match="differs from Keras by .* > atol 1e-12"):
+        run_export(ExportJob(artifact=artifact, format="saved_model", atol=1e-12), progress=quiet)
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(["tiny.json", "tiny.weights.h5"])
+    assert _manifest(artifact) == before
+
+
+def test_default_output_names(tmp_path):
+    weights = tmp_path / "cvt-13-224x224_1k.weights.h5"
+    assert [default_output(weights, f, q).name for f, q in
+            [("pth", "none"), ("tflite", "none"), ("tflite", "dynamic"), ("saved_model", "none")]] == [
+        "cvt-13-224x224_1k.pth", "cvt-13-224x224_1k.tflite", "cvt-13-224x224_1k.int8.tflite",
+        "cvt-13-224x224_1k.saved_model",
+    ]
+
+
+def _one_line_error(result, code, *fragments):
+    assert result.returncode == code, result.stderr
+    assert len(result.stderr.splitlines()) == 1 and result.stderr.startswith("error: "), result.stderr
+    for fragment in fragments:
+        assert fragment in result.stderr
+
+
+def test_cli_export_writes_pth_and_refuses_overwrite(artifact, tmp_path):
+    result = run_cli("export", artifact, "--format", "pth")
+    assert result.returncode == 0, result.stderr
+    assert result.stderr == ""
+    assert "parity vs official_ref: worst" in result.stdout and f"wrote {tmp_path / 'tiny.pth'}" in result.stdout
+    sha = path_sha256(tmp_path / "tiny.pth")
+    _one_line_error(run_cli("export", artifact, "--format", "pth"), 2, "tiny.pth exists; pass --force")
+    assert path_sha256(tmp_path / "tiny.pth") == sha
+
+
+@pytest.mark.parametrize(
+    ("args", "code", "fragments"),
+    [
+        (["--format", "pth", "--quantize", "dynamic"], 2, ["--quantize dynamic applies to --format tflite only"]),
+        (["--format", "onnx"], 2, ["--format", "onnx"]),
+        (["--format", "tflite", "--atol", "1e-12"], 1, ["tflite export differs from Keras", "nothing written"]),
+    ],
+)
+def test_cli_export_errors_are_one_line(artifact, tmp_path, args, code, fragments):
+    _one_line_error(run_cli("export", artifact, *args), code, *fragments)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["tiny.json", "tiny.weights.h5"]
+
+
+def test_cli_export_of_a_missing_artifact(tmp_path):
+    _one_line_error(run_cli("export", tmp_path / "nope.json", "--format", "pth"), 2, "nope", "not a readable artifact")
+
+
+def test_cli_and_library_offer_the_same_formats():
+    from convert_cli.export_cmd import FORMATS as CLI_FORMATS
+    from converter.exports import FORMATS
+
+    assert CLI_FORMATS == FORMATS
