@@ -44,6 +44,8 @@ parity figures) to the artifact's manifest. Exit codes: 0 ok, 1 parity failed, 2
               help="Largest allowed absolute difference (not applied to int8 TFLite).")
 @click.option("--debug", is_flag=True, help="Show TensorFlow's logs and full tracebacks.")
 def export(artifact, export_format, quantize, out, force, res, samples, seed, atol, debug):
+    if quantize != "none" and export_format != "tflite":  # checked before the slow imports
+        raise BadInput(f"--quantize {quantize} applies to --format tflite only, got --format {export_format}")
     import converter  # noqa: F401  (torch before TensorFlow)
     from converter.exports import ExportError, ExportJob, ExportParityError, run_export
 

@@ -130,6 +130,8 @@ def _write_and_check(staged, model, manifest, inputs, job, progress):
     height, width = inputs.shape[2:]
     if job.format == "pth":
         progress("writing the official-layout state dict")
+        if "torch_layout" not in manifest:
+            progress("note: the manifest has no torch_layout entry: float32 tensors, num_batches_tracked 0")
         state_dict = official_state_dict(model, manifest.get("torch_layout"))
         torch.save(state_dict, staged)
         progress("loading it into official_ref (strict=True) for parity")
@@ -192,7 +194,8 @@ def run_export(job, progress=print):
         parity, passed = _write_and_check(staged, model, manifest, inputs, job, progress)
         if not passed:
             raise ExportParityError(
-                f"{job.format} export differs from Keras by {_worst(parity):.3e} > atol {job.atol:g}; nothing written"
+                f"the {job.format} export, run back from disk, differs from {parity['against']} by "
+                f"{_worst(parity):.3e} > atol {job.atol:g}; nothing written"
             )
         entry = {
             "format": job.format, "quantize": job.quantize if job.format == "tflite" else None,

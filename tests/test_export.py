@@ -86,6 +86,20 @@ def test_pth_keeps_a_half_precision_source_bit_for_bit(tmp_path, spec, source):
     _assert_bit_identical(exported, {k: torch.from_numpy(np.asarray(v)) for k, v in half.items()})
 
 
+def test_manifest_without_torch_layout_gives_float32_and_zero_counters(artifact):
+    manifest_path = artifact.with_name("tiny.json")
+    manifest = _manifest(artifact)
+    del manifest["torch_layout"]
+    manifest_path.write_text(json.dumps(manifest))
+    notes = []
+    out, _ = run_export(ExportJob(artifact=artifact, format="pth"), progress=notes.append)
+    assert any("no torch_layout entry" in note for note in notes)
+    exported = torch.load(out, weights_only=True)
+    counters = [v for k, v in exported.items() if k.endswith("num_batches_tracked")]
+    assert len(counters) == 12 and all(v.dtype == torch.int64 and int(v) == 0 for v in counters)
+    assert all(v.dtype == torch.float32 for k, v in exported.items() if not k.endswith("num_batches_tracked"))
+
+
 def test_fine_tuned_keras_weights_go_back_to_official_ref(artifact, tmp_path):
     model = load_artifact(artifact)
     before = {v.path: np.array(v.numpy()) for v in model.weights}
@@ -149,7 +163,7 @@ def test_existing_output_is_refused_unless_forced(artifact, tmp_path):
 
 def test_failed_parity_leaves_nothing(artifact, tmp_path):
     before = _manifest(artifact)
-    with pytest.raises(ExportParityError, match="differs from Keras by .* > atol 1e-12"):
+    with pytest.raises(ExportParityError, match="saved_model export, run back from disk, differs from keras by"):
         run_export(ExportJob(artifact=artifact, format="saved_model", atol=1e-12), progress=quiet)
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted(["tiny.json", "tiny.weights.h5"])
     assert _manifest(artifact) == before
@@ -171,14 +185,12 @@ def _one_line_error(result, code, *fragments):
         assert fragment in result.stderr
 
 
-def test_cli_export_writes_pth_and_refuses_overwrite(artifact, tmp_path):
+def test_cli_export_writes_pth_and_its_manifest_entry(artifact, tmp_path):
     result = run_cli("export", artifact, "--format", "pth")
     assert result.returncode == 0, result.stderr
     assert result.stderr == ""
     assert "parity vs official_ref: worst" in result.stdout and f"wrote {tmp_path / 'tiny.pth'}" in result.stdout
-    sha = path_sha256(tmp_path / "tiny.pth")
-    _one_line_error(run_cli("export", artifact, "--format", "pth"), 2, "tiny.pth exists; pass --force")
-    assert path_sha256(tmp_path / "tiny.pth") == sha
+    assert _manifest(artifact)["exports"][0]["run"]["command"] == f"convert.py export {artifact} --format pth"
 
 
 @pytest.mark.parametrize(
@@ -186,7 +198,7 @@ def test_cli_export_writes_pth_and_refuses_overwrite(artifact, tmp_path):
     [
         (["--format", "pth", "--quantize", "dynamic"], 2, ["--quantize dynamic applies to --format tflite only"]),
         (["--format", "onnx"], 2, ["--format", "onnx"]),
-        (["--format", "tflite", "--atol", "1e-12"], 1, ["tflite export differs from Keras", "nothing written"]),
+        (["--format", "pth", "--atol", "1e-12"], 1, ["pth export, run back from disk, differs from official_ref"]),
     ],
 )
 def test_cli_export_errors_are_one_line(artifact, tmp_path, args, code, fragments):
@@ -194,8 +206,14 @@ def test_cli_export_errors_are_one_line(artifact, tmp_path, args, code, fragment
     assert sorted(p.name for p in tmp_path.iterdir()) == ["tiny.json", "tiny.weights.h5"]
 
 
-def test_cli_export_of_a_missing_artifact(tmp_path):
-    _one_line_error(run_cli("export", tmp_path / "nope.json", "--format", "pth"), 2, "nope", "not a readable artifact")
+def test_missing_or_damaged_artifact_is_refused(artifact, tmp_path):
+    with pytest.raises(ExportError, match="nope.json: not a readable artifact .*nope.weights.h5: artifact file not"):
+        run_export(ExportJob(artifact=tmp_path / "nope.json", format="pth"), progress=quiet)
+    with open(artifact, "r+b") as handle:
+        handle.seek(-64, 2)
+        handle.write(b"\0" * 8)
+    with pytest.raises(ExportError, match="differs from the manifest"):
+        run_export(ExportJob(artifact=artifact, format="pth"), progress=quiet)
 
 
 def test_cli_and_library_offer_the_same_formats():
