@@ -73,7 +73,8 @@ def run_conversion(job):
 @click.option("--version", type=click.Choice(["1k", "22k"]),
               help="ImageNet-1k or -22k pretraining of the official checkpoint (default: from the "
               "checkpoint's file name, else 1k).")
-@click.option("--checkpoint", type=click.Path(), help="Checkpoint file (.pth or .safetensors). "
+@click.option("--checkpoint", type=click.Path(), help="Checkpoint file (.pth, .bin or .safetensors; official or "
+              "Hugging Face transformers layout). "
               "Default for --config: checkpoints/<official file name>.")
 @click.option("--num-classes", type=click.IntRange(min=0), help="Head size (default 1000, or the YAML's).")
 @click.option("--name", help="Artifact name (default e.g. cvt-21-384x384_1k).")

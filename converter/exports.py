@@ -18,7 +18,8 @@ from converter.export import library_versions
 from converter.litert import logits_agreement, run_saved_model, run_tflite, tflite_flatbuffer, write_saved_model
 from converter.parity import DEFAULT_ATOL, check_parity, parity_inputs
 from converter.reverse import official_state_dict
-from cvt_tf.artifact import artifact_paths, file_sha256, load_artifact, read_manifest
+from converter.safe_write import fsync_dir, make_dirs, remove_empty_dirs, temp_path
+from cvt_tf.artifact import MANIFEST_SUFFIX, artifact_paths, file_sha256, load_artifact, read_manifest
 from official_ref.model import ConvolutionalVisionTransformer
 
 FORMATS = ("pth", "tflite", "saved_model")
@@ -89,24 +90,25 @@ def _place(staged, out):
         os.replace(staged, out)
 
 
-def _write_text_atomically(path, text):
-    temp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    try:
-        with open(temp, "w") as handle:
-            handle.write(text)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(temp, path)
-    finally:
-        temp.unlink(missing_ok=True)
-
-
 def record_export(manifest_path, entry):
-    """Adds `entry` to the manifest's `exports` list (replacing one for the same file), atomically."""
-    manifest = json.loads(Path(manifest_path).read_text())
+    """Adds `entry` to the manifest's `exports` list (replacing one for the same file), atomically.
+
+    The new manifest is written under converter/safe_write.py's temporary name and renamed into place.
+    """
+    manifest_path = Path(manifest_path)
+    manifest = json.loads(manifest_path.read_text())
     exports = [e for e in manifest.get("exports", []) if e.get("file") != entry["file"]]
     manifest["exports"] = [*exports, entry]
-    _write_text_atomically(Path(manifest_path), json.dumps(manifest, indent=2) + "\n")
+    temp = temp_path(manifest_path.parent, manifest_path.name.removesuffix(MANIFEST_SUFFIX), MANIFEST_SUFFIX)
+    try:
+        with open(temp, "w") as handle:
+            handle.write(json.dumps(manifest, indent=2) + "\n")
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(temp, manifest_path)
+        fsync_dir(manifest_path.parent)
+    finally:
+        temp.unlink(missing_ok=True)
 
 
 def _check_pth(staged, model, manifest, inputs, job):
@@ -188,8 +190,9 @@ def run_export(job, progress=print):
     progress(f"loading {weights_path}")
     model = load_artifact(weights_path)
     inputs = parity_inputs(*resolution, batch=job.samples, seed=job.seed)
-    out.parent.mkdir(parents=True, exist_ok=True)
+    created = make_dirs(out.parent)
     staged = out.with_name(f".{out.name}.tmp{os.getpid()}")
+    placed = False
     try:
         parity, passed = _write_and_check(staged, model, manifest, inputs, job, progress)
         if not passed:
@@ -205,9 +208,12 @@ def run_export(job, progress=print):
             "run": {"command": job.command, "seconds": round(time.perf_counter() - started, 1)},
         }
         _place(staged, out)
+        placed = True
     finally:
         if staged.exists() or staged.is_symlink():
             _remove(staged)
+        if not placed:
+            remove_empty_dirs(created)
     record_export(manifest_path, entry)
     return out, entry
 

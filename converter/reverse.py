@@ -29,9 +29,14 @@ def torch_layout_facts(state_dict):
     """The source's float dtypes and BatchNorm step counters, as one common value plus exceptions.
 
     Real checkpoints are uniform, so the entry stays small; a synthetic one lists every counter.
+    A counter that is not an integer scalar is left out (exported as the common value).
     """
     dtypes = {key: str(np.asarray(value).dtype) for key, value in state_dict.items() if not is_ignored(key)}
-    counters = {key: int(np.asarray(value)) for key, value in state_dict.items() if is_ignored(key)}
+    counters = {
+        key: int(np.asarray(value).item())
+        for key, value in state_dict.items()
+        if is_ignored(key) and np.size(value) == 1 and np.issubdtype(np.asarray(value).dtype, np.integer)
+    }
     dtype, dtype_exceptions = _most_common_and_exceptions(dtypes)
     counter, counter_exceptions = _most_common_and_exceptions(counters)
     return {

@@ -165,6 +165,9 @@ def test_failed_parity_leaves_nothing(artifact, tmp_path):
     before = _manifest(artifact)
     with pytest.raises(ExportParityError, match="saved_model export, run back from disk, differs from keras by"):
         run_export(ExportJob(artifact=artifact, format="saved_model", atol=1e-12), progress=quiet)
+    with pytest.raises(ExportParityError, match="pth export, run back from disk, differs from official_ref by"):
+        run_export(ExportJob(artifact=artifact, format="pth", atol=1e-12, out=tmp_path / "new" / "sub" / "x.pth"),
+                   progress=quiet)
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted(["tiny.json", "tiny.weights.h5"])
     assert _manifest(artifact) == before
 

@@ -137,6 +137,7 @@ def test_cli_lists_hf_problems_in_one_line(tmp_path, spec, official, tiny_spec_f
                      "--checkpoint", tmp_path / "pytorch_model.bin", "--out", tmp_path / "out")
     assert result.returncode == 2
     assert result.stderr.splitlines() == [
-        "error: Hugging Face checkpoint does not fit the model (1 problems): missing in checkpoint: classifier.bias"
+        f"error: {tmp_path / 'pytorch_model.bin'}: Hugging Face checkpoint does not fit the model (1 problems): "
+        "missing in checkpoint: classifier.bias"
     ]
     assert not (tmp_path / "out").exists()
