@@ -116,7 +116,7 @@ def _check_pth(staged, model, manifest, inputs, job):
     reference = ConvolutionalVisionTransformer(spec, num_classes)
     reference.load_state_dict(torch.load(staged, map_location="cpu", weights_only=True), strict=True)
     report = check_parity(reference.eval(), model, inputs, job.atol, job.seed)
-    return {"against": "official_ref loaded with strict=True", **report.to_dict()}, report.passed
+    return {"against": "official_ref", "strict_load": True, **report.to_dict()}, report.passed
 
 
 def _check_logits(actual, model, inputs, job, gated):
