@@ -66,11 +66,14 @@ def _official_checkpoint_path(config, resolution, version, checkpoint, synthetic
 def checkpoint_shapes(path):
     """{key: shape} of a checkpoint file (memory-mapped where torch can); bad files become BadInput."""
     from converter.checkpoint import CheckpointError, load_checkpoint
+    from converter.hf_layout import official_key_names
 
     try:
-        return {key: tuple(value.shape) for key, value in load_checkpoint(path).items()}
+        shapes = {key: tuple(value.shape) for key, value in load_checkpoint(path).items()}
     except CheckpointError as error:
         raise BadInput(str(error)) from None
+    names = official_key_names(shapes)  # a transformers checkpoint is recognised under official names
+    return {names.get(key, key): shape for key, shape in shapes.items()}
 
 
 def _from_name(read, checkpoint):

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-from converter.hf_layout import detect_layout, hf_renames, rename_to_official
+from converter.hf_layout import detect_layout, hf_renames, official_key_names, rename_to_official
 from converter.pipeline import Conversion, convert
 from converter.port import MappingError
 from converter.synthetic import official_shapes, save_checkpoint, synthetic_state_dict
@@ -141,3 +141,21 @@ def test_cli_lists_hf_problems_in_one_line(tmp_path, spec, official, tiny_spec_f
         "missing in checkpoint: classifier.bias"
     ]
     assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("variant", ["cvt-13", "cvt-21", "cvt-w24"])
+def test_key_names_without_a_spec_equal_the_spec_table(variant):
+    renames = {r.hf_key: r.official_key for r in hf_renames(variant_spec(variant), 1000)}
+    assert official_key_names(key_file(HF_KEYS / f"{variant}.txt")) == renames
+
+
+def test_an_hf_checkpoint_alone_is_recognised(tmp_path):
+    from convert_cli.app import main
+    from convert_cli.plan import plan_conversion
+
+    spec = variant_spec("cvt-13")
+    _save_hf(hf_layout(synthetic_state_dict(spec, 1000), spec, 1000), tmp_path / "model.safetensors")
+    context = main.make_context("convert.py", ["--checkpoint", str(tmp_path / "model.safetensors"), "--res", "224"])
+    job = plan_conversion(context.params)
+    assert (job.configuration, job.spec, job.num_classes) == ("cvt-13", spec, 1000)
+    assert (job.name, job.resolution) == ("cvt-13-224x224", (224, 224))
