@@ -114,8 +114,11 @@ def _signal_mid_write(tmp_path, out, seed, signum):
     """
     ready = tmp_path / f"ready{seed}-{signum}"
     env = hooks_env(CVT_TEST_PAUSE_WRITE=str(ready), CVT_TEST_PAUSE_AFTER="60")
+    # A shell ignores SIGINT in the jobs it starts in the background (as CI may run us), and children
+    # inherit that: give the writer the default disposition, as a terminal would.
     writer = subprocess.Popen([sys.executable, str(REPO / "convert.py"), *map(str, _medium_args(tmp_path, out, seed))],
-                              cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+                              cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+                              preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     try:
         deadline = time.monotonic() + 600
         while not ready.exists():
