@@ -1,35 +1,16 @@
 """`convert.py inspect ARTIFACT`: the manifest, every stored variable with its shape, the sha256 check.
 
-Reads with json, hashlib and h5py only: importing cvt_tf would pull in Keras and TensorFlow.
+Reads with json and h5py only: importing cvt_tf would pull in Keras and TensorFlow.
 """
 
-import hashlib
 import json
 import math
 import re
-from pathlib import Path
 
 import click
 
 from convert_cli.errors import BadInput
-
-# The file names cvt_tf.artifact writes and reads.
-WEIGHTS_SUFFIX, MANIFEST_SUFFIX = ".weights.h5", ".json"
-
-
-def artifact_files(path):
-    """(weights, manifest) of `<name>.weights.h5`, `<name>.json` or `<dir>/<name>`."""
-    path = Path(path)
-    stem = path.name.removesuffix(WEIGHTS_SUFFIX).removesuffix(MANIFEST_SUFFIX)
-    return path.with_name(stem + WEIGHTS_SUFFIX), path.with_name(stem + MANIFEST_SUFFIX)
-
-
-def sha256_of(path):
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for chunk in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
+from cvt_spec.artifact_files import artifact_paths, file_sha256
 
 
 def _natural(text):
@@ -68,7 +49,7 @@ def inspect_command(artifact):
 
     ARTIFACT is NAME.weights.h5, NAME.json or DIR/NAME.
     """
-    weights_path, manifest_path = artifact_files(artifact)
+    weights_path, manifest_path = artifact_paths(artifact)
     for required in (manifest_path, weights_path):
         if not required.is_file():
             raise BadInput(f"{required}: artifact file not found")
@@ -83,7 +64,7 @@ def inspect_command(artifact):
     click.echo(f"{len(variables)} variables, {parameters:,} parameters")
 
     recorded = manifest.get("artifact", {})
-    actual = sha256_of(weights_path)
+    actual = file_sha256(weights_path)
     if actual != recorded.get("sha256"):
         raise BadInput(
             f"{weights_path}: sha256 {actual} differs from the manifest's {recorded.get('sha256')}; "

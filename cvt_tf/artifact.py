@@ -3,33 +3,10 @@
 The manifest carries the SPEC and head size the weights were converted for.
 """
 
-import hashlib
 import json
-from pathlib import Path
 
 from cvt_spec import normalize_spec
-
-WEIGHTS_SUFFIX = ".weights.h5"
-MANIFEST_SUFFIX = ".json"
-
-
-def artifact_paths(path):
-    """(weights, manifest) paths of an artifact given either file or their common stem."""
-    path = Path(path)
-    name = path.name
-    for suffix in (WEIGHTS_SUFFIX, MANIFEST_SUFFIX):
-        if name.endswith(suffix):
-            name = name[: -len(suffix)]
-            break
-    return path.with_name(name + WEIGHTS_SUFFIX), path.with_name(name + MANIFEST_SUFFIX)
-
-
-def file_sha256(path):
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for chunk in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
+from cvt_spec.artifact_files import MANIFEST_SUFFIX, WEIGHTS_SUFFIX, artifact_paths, file_sha256  # noqa: F401
 
 
 def read_manifest(path):
