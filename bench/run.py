@@ -138,6 +138,22 @@ def machine():
             "cpu_count": os.cpu_count(), "loadavg_start": os.getloadavg()}
 
 
+def write_results(args, info, groups, all_rows, skipped, started):
+    """Writes results.json (after every model, so a long run that is stopped keeps what it measured)."""
+    info["loadavg_end"] = os.getloadavg()
+    for row in all_rows:
+        row.pop("logits", None)
+    results = {
+        "machine": info, "threads": args.threads, "rounds": args.rounds, "calls": args.calls,
+        "quick": args.quick, "systems": {s: SYSTEM_LABELS[s] for s in args.systems}, "groups": groups,
+        "rows": all_rows, "skipped": [{"config": c, "system": s, "reason": r} for (c, s), r in skipped.items()],
+        "wall_s": time.perf_counter() - started,
+    }
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / "results.json").write_text(json.dumps(results, indent=1) + "\n")
+    return results
+
+
 def main(argv=None):
     args = parse_args(argv)
     started = time.perf_counter()
@@ -159,17 +175,7 @@ def main(argv=None):
                 if system in args.systems:
                     for batch in group.batches:
                         skipped[(f"{group.name} b{batch}", system)] = reason
-    info["loadavg_end"] = os.getloadavg()
-    for row in all_rows:
-        row.pop("logits", None)
-    results = {
-        "machine": info, "threads": args.threads, "rounds": args.rounds, "calls": args.calls,
-        "quick": args.quick, "systems": {s: SYSTEM_LABELS[s] for s in args.systems}, "groups": groups,
-        "rows": all_rows, "skipped": [{"config": c, "system": s, "reason": r} for (c, s), r in skipped.items()],
-        "wall_s": time.perf_counter() - started,
-    }
-    args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "results.json").write_text(json.dumps(results, indent=1) + "\n")
+            results = write_results(args, info, groups, all_rows, skipped, started)
     text = report.table(all_rows, skipped)
     print(text)
     if not all_rows:
