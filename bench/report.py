@@ -29,6 +29,7 @@ def rows(group, batch, results, peak_gflops):
         batches = [next(b for b in r["batches"] if b["batch"] == batch) for r in per_round]
         entries[system] = {
             **summarize([b["times_s"] for b in batches]),
+            "cpu_median_s": summarize([b["cpu_times_s"] for b in batches])["median_s"],
             "first_call_s": batches[0]["first_call_s"],
             "logits": batches[0].get("logits"),
             "loadavg": [b["loadavg"] for b in batches],
@@ -47,6 +48,7 @@ def rows(group, batch, results, peak_gflops):
         row["pct_of_peak"] = 100.0 * row["gflops"] / peak_gflops if peak_gflops else None
         if torch_entry is not None:
             row["ratio_vs_pytorch"] = torch_entry["median_s"] / entry["median_s"]
+            row["cpu_ratio_vs_pytorch"] = torch_entry["cpu_median_s"] / entry["cpu_median_s"]
             row["paired_ratios"] = [t / s for t, s in zip(torch_entry["round_medians_s"], entry["round_medians_s"])]
             row["max_abs_diff_vs_pytorch"] = max_abs_diff(entry["logits"], torch_entry["logits"])
         out.append(row)
@@ -59,7 +61,7 @@ def _fmt(value, spec):
 
 def table(result_rows, skipped):
     header = (f"{'config':<16}{'system':<13}{'img/s':>9}{'ms/call':>10}{'spread%':>9}{'vs torch':>9}"
-              f"{'1st call s':>11}{'max|diff|':>11}{'GFLOP/s':>9}{'%peak':>7}")
+              f"{'1st call s':>11}{'max|diff|':>11}{'GFLOP/s':>9}{'%peak':>7}{'cpu ratio':>10}")
     lines = [header, "-" * len(header)]
     for row in result_rows:
         lines.append(
@@ -67,6 +69,7 @@ def table(result_rows, skipped):
             f"{row['spread_pct']:>9.1f}{_fmt(row.get('ratio_vs_pytorch'), '.2f'):>9}"
             f"{row['first_call_s']:>11.2f}{_fmt(row.get('max_abs_diff_vs_pytorch'), '.1e'):>11}"
             f"{row['gflops']:>9.1f}{_fmt(row['pct_of_peak'], '.1f'):>7}"
+            f"{_fmt(row.get('cpu_ratio_vs_pytorch'), '.2f'):>10}"
         )
     for (config, system), reason in skipped.items():
         lines.append(f"{config:<16}{system:<13}skipped: {reason}")

@@ -28,7 +28,9 @@ def write_result(job, result):
 
 
 def time_calls(run, calls):
-    """(first call seconds, logits of the first call, [seconds of each timed call]).
+    """(first call s, logits of the first call, [wall s of each timed call], [CPU s of each]).
+
+    CPU seconds (all threads of the process) are what the call cost when other work shares the cores.
 
     `WARMUP_CALLS` calls between the first and the timed ones are not recorded.
     """
@@ -37,12 +39,13 @@ def time_calls(run, calls):
     first = time.perf_counter() - started
     for _ in range(WARMUP_CALLS):
         run()
-    times = []
+    times, cpu_times = [], []
     for _ in range(calls):
-        started = time.perf_counter()
+        started, cpu_started = time.perf_counter(), time.process_time()
         run()
         times.append(time.perf_counter() - started)
-    return first, logits, times
+        cpu_times.append(time.process_time() - cpu_started)
+    return first, logits, times, cpu_times
 
 
 def time_batches(job, make_run, threads):
@@ -57,8 +60,9 @@ def time_batches(job, make_run, threads):
         started = time.perf_counter()
         run = make_run(batch, inputs)
         setup = time.perf_counter() - started
-        first, logits, times = time_calls(run, job["calls"])
-        entry = {"batch": batch, "first_call_s": setup + first, "times_s": times, "loadavg": os.getloadavg()}
+        first, logits, times, cpu_times = time_calls(run, job["calls"])
+        entry = {"batch": batch, "first_call_s": setup + first, "times_s": times, "cpu_times_s": cpu_times,
+                 "loadavg": os.getloadavg()}
         if job["round"] == 0:
             path = Path(job["workdir"]) / f"logits-{job['system']}-{job['group']}-b{batch}.npy"
             np.save(path, np.asarray(logits, np.float32))

@@ -8,7 +8,6 @@ import time
 
 import numpy as np
 import tensorflow as tf
-from tensorflow.python.framework.convert_to_constants import convert_variables_to_constants_v2
 
 import cvt_tf
 from bench.configs import EAGER, TFLITE, XLA
@@ -84,11 +83,10 @@ def convert_tflite(job):
     seconds = {}
     for batch in job["batches"]:
         started = time.perf_counter()
-        function = cvt_tf.inference_function(model, image_shape(job, batch))
-        # Freezing first: given the model instead, TF 2.21 keeps the weights as TFLite resource
-        # variables that nothing initializes, and the interpreter returns NaN.
-        frozen = convert_variables_to_constants_v2(function.get_concrete_function())
-        converter = tf.lite.TFLiteConverter.from_concrete_functions([frozen])
+        # Frozen: given live variables, TF 2.21 keeps them as TFLite resource variables that
+        # nothing initializes, and the interpreter returns NaN.
+        function = cvt_tf.inference_function(model, image_shape(job, batch), freeze=True)
+        converter = tf.lite.TFLiteConverter.from_concrete_functions([function.get_concrete_function()])
         flatbuffer = converter.convert()
         with open(tflite_path(job, batch), "wb") as handle:
             handle.write(flatbuffer)
