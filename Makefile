@@ -4,14 +4,14 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: env demo test test-fast lint clean release
+.PHONY: env demo test test-fast lint clean release bench bench-quick
 
 $(STAMP): pyproject.toml Makefile
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 	# The CPU-runnable torch pair on local disk; timm needs torchvision, which needs this torch.
 	$(BIN)/pip install --quiet torch==2.14.1 torchvision==0.29.1
-	$(BIN)/pip install --quiet -e '.[dev]'
+	$(BIN)/pip install --quiet -e '.[dev,bench]'
 	# triton comes with that torch build; CPU work never uses it, and importing it after
 	# TensorFlow kills the process (see tests/test_import_order.py).
 	$(BIN)/pip uninstall --quiet -y triton
@@ -38,3 +38,10 @@ clean:
 # `make release RELEASE_FLAGS=--synthetic` does all seven on synthetic checkpoints.
 release: env
 	$(BIN)/python convert.py --all $(RELEASE_FLAGS)
+
+# Speed vs the official PyTorch model, each system in its own process (~25 min on 2 idle cores).
+bench: env
+	$(BIN)/python -m bench.run
+
+bench-quick: env
+	$(BIN)/python -m bench.run --quick --out bench/quick

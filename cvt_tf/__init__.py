@@ -6,6 +6,7 @@ Imports neither PyTorch nor the PyTorch reference.
 from cvt_tf.artifact import load_artifact
 from cvt_tf.imagenet import decode_predictions
 from cvt_tf.images import ImageError, load_image
+from cvt_tf.inference import inference_function
 from cvt_tf.model import CvT
 from cvt_tf.preprocessing import EvalPreprocessing, EvalTransform, preprocess_input
 
@@ -15,6 +16,7 @@ __all__ = [
     "EvalTransform",
     "ImageError",
     "decode_predictions",
+    "inference_function",
     "load_artifact",
     "load_image",
     "preprocess_input",

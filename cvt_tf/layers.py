@@ -3,6 +3,9 @@
 Tensors are channels_last; token sequences are (batch, tokens, channels) with the cls token first.
 """
 
+import contextlib
+import threading
+
 import keras
 from keras import initializers, layers, ops
 
@@ -12,9 +15,32 @@ BATCH_NORM_EPSILON = 1e-5
 BATCH_NORM_MOMENTUM = 0.9
 
 
+QUICK_GELU_SLOPE = 1.702
+
+_tracing = threading.local()
+
+
+@contextlib.contextmanager
+def tracing_for_frozen_weights():
+    """Marks a trace whose variables will become constants (`cvt_tf.inference_function`).
+
+    Folds that rescale weights are then computed once, by constant folding, instead of on every call.
+    """
+    previous = getattr(_tracing, "frozen", False)
+    _tracing.frozen = True
+    try:
+        yield
+    finally:
+        _tracing.frozen = previous
+
+
+def weights_will_be_frozen():
+    return getattr(_tracing, "frozen", False)
+
+
 def quick_gelu(x):
     """The activation of the official weights: x * sigmoid(1.702 x)."""
-    return x * ops.sigmoid(1.702 * x)
+    return x * ops.sigmoid(QUICK_GELU_SLOPE * x)
 
 
 def torch_conv_initializer():
@@ -45,6 +71,24 @@ def layer_norm(name):
 def flatten_grid(grid):
     """(batch, h, w, c) -> (batch, h*w, c)."""
     return ops.reshape(grid, (ops.shape(grid)[0], -1, grid.shape[-1]))
+
+
+def dense_2d(dense, x, kernel_scale=None, bias_scale=None):
+    """`dense` on (batch, tokens, c) as one 2-D matmul: oneDNN then fuses the bias into the matmul.
+
+    `kernel_scale` multiplies the kernel and, unless `bias_scale` is given, the bias: the output is
+    scaled at the cost of a weight-sized multiply (free once the weights are frozen).
+    """
+    batch, tokens = ops.shape(x)[0], ops.shape(x)[1]
+    flat = ops.reshape(x, (-1, x.shape[-1]))
+    if kernel_scale is None:
+        y = dense(flat)
+    else:
+        bias_scale = kernel_scale if bias_scale is None else bias_scale
+        y = ops.matmul(flat, ops.cast(dense.kernel, flat.dtype) * kernel_scale)
+        if dense.bias is not None:
+            y = y + ops.cast(dense.bias, flat.dtype) * bias_scale
+    return ops.reshape(y, (batch, tokens, dense.units))
 
 
 @keras.saving.register_keras_serializable(package="cvt_tf")
@@ -156,10 +200,26 @@ class ConvProjection(layers.Layer):
 
     def call(self, grid, training=None):
         if self.method == "dw_bn":
-            return self.bn(self.conv(self.pad(grid)), training=training)
+            if training:
+                return self.bn(self.conv(self.pad(grid)), training=training)
+            return self._folded_dw_bn(self.pad(grid))
         if self.method == "avg":
             return self.avg(grid)
         return grid
+
+    def _folded_dw_bn(self, padded):
+        """Inference: BatchNorm's moving statistics folded into the depthwise kernel and a bias.
+
+        Computed from the live variables on every call (per-channel vectors, a k*k*C kernel), so it
+        follows any change of the weights; one fused conv+bias instead of conv, then BatchNorm.
+        """
+        bn = self.bn
+        scale = bn.gamma * ops.rsqrt(bn.moving_variance + bn.epsilon)
+        kernel = self.conv.kernel * scale[:, None]
+        bias = bn.beta - bn.moving_mean * scale
+        dtype = padded.dtype
+        conv = ops.depthwise_conv(padded, ops.cast(kernel, dtype), strides=self.stride, padding="valid")
+        return conv + ops.cast(bias, dtype)
 
     def get_config(self):
         config = super().get_config()
@@ -238,15 +298,17 @@ class ConvAttention(layers.Layer):
 
     def call(self, tokens, height, width, training=None):
         q, k, v = self._qkv(tokens, height, width, training)
-        q = self._split_heads(self.proj_q(q))
-        k = self._split_heads(self.proj_k(k))
-        v = self._split_heads(self.proj_v(v))
-        scores = ops.matmul(q, ops.transpose(k, (0, 1, 3, 2))) * ops.cast(self.scale, q.dtype)
+        # The scale multiplies q's projection weights (dim**2 values) rather than the scores
+        # (heads * tokens_q * tokens_kv values, 2.5M per image in stage 0 at 224).
+        q = self._split_heads(dense_2d(self.proj_q, q, kernel_scale=self.scale))
+        k = self._split_heads(dense_2d(self.proj_k, k))
+        v = self._split_heads(dense_2d(self.proj_v, v))
+        scores = ops.matmul(q, ops.transpose(k, (0, 1, 3, 2)))
         attention = ops.softmax(ops.cast(scores, "float32"), axis=-1)
         attention = self.attn_dropout(ops.cast(attention, v.dtype), training=training)
         x = ops.transpose(ops.matmul(attention, v), (0, 2, 1, 3))
         x = ops.reshape(x, (ops.shape(x)[0], -1, self.dim))
-        return self.proj_dropout(self.proj(x), training=training)
+        return self.proj_dropout(dense_2d(self.proj, x), training=training)
 
     def get_config(self):
         config = super().get_config()
@@ -305,8 +367,13 @@ class Mlp(layers.Layer):
         self.fc2.build((None, None, self.hidden_dim))
 
     def call(self, x, training=None):
-        x = self.dropout(quick_gelu(self.fc1(x)), training=training)
-        return self.dropout(self.fc2(x), training=training)
+        if weights_will_be_frozen() and not training:
+            # quick_gelu(h) = silu(1.702 h) / 1.702: 1.702 goes into fc1, 1/1.702 into fc2's kernel,
+            # and oneDNN runs silu as one op (x * sigmoid(1.702 x) takes three).
+            x = ops.silu(dense_2d(self.fc1, x, kernel_scale=QUICK_GELU_SLOPE))
+            return dense_2d(self.fc2, x, kernel_scale=1.0 / QUICK_GELU_SLOPE, bias_scale=1.0)
+        x = self.dropout(quick_gelu(dense_2d(self.fc1, x)), training=training)
+        return self.dropout(dense_2d(self.fc2, x), training=training)
 
     def get_config(self):
         config = super().get_config()

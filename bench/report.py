@@ -1,0 +1,107 @@
+"""Turning the workers' raw timings into figures: medians, ratios, diffs, the table and the chart.
+
+Numpy only; matplotlib is imported for the chart alone.
+"""
+
+import numpy as np
+
+from bench.configs import SYSTEMS, TORCH, gflop_per_image
+
+
+def summarize(times_by_round):
+    """Median of the per-process medians and their spread ((max - min) / median, in %)."""
+    medians = [float(np.median(times)) for times in times_by_round]
+    centre = float(np.median(medians))
+    return {"round_medians_s": medians, "median_s": centre,
+            "spread_pct": 100.0 * (max(medians) - min(medians)) / centre}
+
+
+def max_abs_diff(path, reference_path):
+    if path is None or reference_path is None:
+        return None
+    return float(np.max(np.abs(np.load(path).astype(np.float64) - np.load(reference_path))))
+
+
+def rows(group, batch, results, peak_gflops):
+    """One row per system for a config: img/s, ratio vs PyTorch, first call, diff, GFLOP/s, % of peak."""
+    entries = {}
+    for system, per_round in results.items():
+        batches = [next(b for b in r["batches"] if b["batch"] == batch) for r in per_round]
+        entries[system] = {
+            **summarize([b["times_s"] for b in batches]),
+            "cpu_median_s": summarize([b["cpu_times_s"] for b in batches])["median_s"],
+            "first_call_s": batches[0]["first_call_s"],
+            "logits": batches[0].get("logits"),
+            "loadavg": [b["loadavg"] for b in batches],
+        }
+    torch_entry = entries.get(TORCH)
+    gflop = gflop_per_image(group.variant, group.resolution) * batch
+    out = []
+    for system in SYSTEMS:
+        entry = entries.get(system)
+        if entry is None:
+            continue
+        row = {"config": f"{group.name} b{batch}", "variant": group.variant, "resolution": group.resolution,
+               "batch": batch, "system": system, **entry}
+        row["images_per_s"] = batch / entry["median_s"]
+        row["gflops"] = gflop / entry["median_s"]
+        row["pct_of_peak"] = 100.0 * row["gflops"] / peak_gflops if peak_gflops else None
+        if torch_entry is not None:
+            row["ratio_vs_pytorch"] = torch_entry["median_s"] / entry["median_s"]
+            row["cpu_ratio_vs_pytorch"] = torch_entry["cpu_median_s"] / entry["cpu_median_s"]
+            row["paired_ratios"] = [t / s for t, s in zip(torch_entry["round_medians_s"], entry["round_medians_s"])]
+            row["max_abs_diff_vs_pytorch"] = max_abs_diff(entry["logits"], torch_entry["logits"])
+        out.append(row)
+    return out
+
+
+def _fmt(value, spec):
+    return "-" if value is None else format(value, spec)
+
+
+def table(result_rows, skipped):
+    header = (f"{'config':<16}{'system':<13}{'img/s':>9}{'ms/call':>10}{'spread%':>9}{'vs torch':>9}"
+              f"{'1st call s':>11}{'max|diff|':>11}{'GFLOP/s':>9}{'%peak':>7}{'cpu ratio':>10}")
+    lines = [header, "-" * len(header)]
+    for row in result_rows:
+        lines.append(
+            f"{row['config']:<16}{row['system']:<13}{row['images_per_s']:>9.2f}{1e3 * row['median_s']:>10.1f}"
+            f"{row['spread_pct']:>9.1f}{_fmt(row.get('ratio_vs_pytorch'), '.2f'):>9}"
+            f"{row['first_call_s']:>11.2f}{_fmt(row.get('max_abs_diff_vs_pytorch'), '.1e'):>11}"
+            f"{row['gflops']:>9.1f}{_fmt(row['pct_of_peak'], '.1f'):>7}"
+            f"{_fmt(row.get('cpu_ratio_vs_pytorch'), '.2f'):>10}"
+        )
+    for (config, system), reason in skipped.items():
+        lines.append(f"{config:<16}{system:<13}skipped: {reason}")
+    return "\n".join(lines)
+
+
+def chart(result_rows, path):
+    """Images/s per config and system, one panel per config, PyTorch's level dashed."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    configs = list(dict.fromkeys(row["config"] for row in result_rows))
+    figure, axes = plt.subplots(1, len(configs), figsize=(3.2 * len(configs), 3.6), squeeze=False)
+    for axis, config in zip(axes[0], configs):
+        config_rows = [row for row in result_rows if row["config"] == config]
+        names = [row["system"] for row in config_rows]
+        speeds = [row["images_per_s"] for row in config_rows]
+        colours = ["#c44e52" if name == TORCH else "#4c72b0" for name in names]
+        axis.bar(range(len(names)), speeds, color=colours)
+        for row in config_rows:
+            if row["system"] == TORCH:
+                axis.axhline(row["images_per_s"], color="#c44e52", linestyle="--", linewidth=1)
+        for x, row in enumerate(config_rows):
+            if row.get("ratio_vs_pytorch") is not None:
+                axis.annotate(f"{row['ratio_vs_pytorch']:.2f}x", (x, row["images_per_s"]), ha="center",
+                              va="bottom", fontsize=7)
+        axis.set_xticks(range(len(names)), names, rotation=45, ha="right", fontsize=7)
+        axis.set_title(config, fontsize=9)
+        axis.set_ylabel("images / s", fontsize=8)
+    figure.suptitle("CvT inference, images/s (red: PyTorch baseline; labels: ratio vs PyTorch)", fontsize=9)
+    figure.tight_layout()
+    figure.savefig(path, dpi=120)
+    plt.close(figure)

@@ -1,0 +1,117 @@
+"""Bench worker for the TensorFlow systems: eager Keras, tf.function, XLA and TFLite (XNNPack).
+
+Also converts the Keras model to TFLite and measures the fp32 matmul peak. Never imports PyTorch.
+"""
+
+import os
+import time
+
+import numpy as np
+import tensorflow as tf
+
+import cvt_tf
+from bench.configs import EAGER, TFLITE, XLA
+from bench.timing import read_job, time_batches, write_result
+
+MATMUL_SIZE = 2048
+MATMUL_CALLS = 10
+
+
+def set_threads(threads):
+    tf.config.threading.set_intra_op_parallelism_threads(threads)
+    tf.config.threading.set_inter_op_parallelism_threads(1)
+    return {
+        "tf.intra_op": tf.config.threading.get_intra_op_parallelism_threads(),
+        "tf.inter_op": tf.config.threading.get_inter_op_parallelism_threads(),
+        "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS"),
+    }
+
+
+def image_shape(job, batch):
+    return (batch, job["resolution"], job["resolution"], 3)
+
+
+def tflite_path(job, batch):
+    return os.path.join(job["workdir"], f"{job['group']}-b{batch}.tflite")
+
+
+def make_keras_run(job, model):
+    """eager, tf.function and XLA: the model on NHWC inputs (transposed once, outside the timing)."""
+
+    def make_run(batch, inputs):
+        x = tf.constant(np.transpose(inputs, (0, 2, 3, 1)))
+        if job["system"] == EAGER:
+            return lambda: model(x, training=False).numpy()
+        function = cvt_tf.inference_function(model, image_shape(job, batch), jit_compile=job["system"] == XLA)
+        return lambda: function(x).numpy()
+
+    return make_run
+
+
+def make_tflite_run(job):
+    def make_run(batch, inputs):
+        interpreter = tf.lite.Interpreter(model_path=tflite_path(job, batch), num_threads=job["threads"])
+        interpreter.allocate_tensors()
+        source, = interpreter.get_input_details()
+        target, = interpreter.get_output_details()
+        x = np.ascontiguousarray(np.transpose(inputs, (0, 2, 3, 1)))
+
+        def run():
+            interpreter.set_tensor(source["index"], x)
+            interpreter.invoke()
+            return interpreter.get_tensor(target["index"])
+
+        return run
+
+    return make_run
+
+
+def time_tf(job):
+    threads = set_threads(job["threads"])
+    if job["system"] == TFLITE:
+        threads["tflite.num_threads"] = job["threads"]
+        time_batches(job, make_tflite_run(job), threads)
+        return
+    model = cvt_tf.load_artifact(job["artifact"])
+    time_batches(job, make_keras_run(job, model), threads)
+
+
+def convert_tflite(job):
+    """Converts the default inference path of each batch size to a TFLite flatbuffer."""
+    set_threads(job["threads"])
+    model = cvt_tf.load_artifact(job["artifact"])
+    seconds = {}
+    for batch in job["batches"]:
+        started = time.perf_counter()
+        # Frozen: given live variables, TF 2.21 keeps them as TFLite resource variables that
+        # nothing initializes, and the interpreter returns NaN.
+        function = cvt_tf.inference_function(model, image_shape(job, batch), freeze=True)
+        converter = tf.lite.TFLiteConverter.from_concrete_functions([function.get_concrete_function()])
+        flatbuffer = converter.convert()
+        with open(tflite_path(job, batch), "wb") as handle:
+            handle.write(flatbuffer)
+        seconds[batch] = time.perf_counter() - started
+    write_result(job, {"convert_s": seconds, "bytes": {b: os.path.getsize(tflite_path(job, b)) for b in seconds}})
+
+
+def matmul_peak(job):
+    """GFLOP/s of a large fp32 matmul with the bench's threads: the denominator of `% of peak`."""
+    threads = set_threads(job["threads"])
+    rng = np.random.default_rng(0)
+    a, b = (tf.constant(rng.normal(size=(MATMUL_SIZE, MATMUL_SIZE)).astype(np.float32)) for _ in range(2))
+    matmul = tf.function(lambda: tf.reduce_sum(tf.matmul(a, b)))
+    for _ in range(3):
+        matmul().numpy()
+    times = []
+    for _ in range(MATMUL_CALLS):
+        started = time.perf_counter()
+        matmul().numpy()
+        times.append(time.perf_counter() - started)
+    gflop = 2 * MATMUL_SIZE**3 / 1e9
+    write_result(job, {"threads": threads, "size": MATMUL_SIZE, "gflops": gflop / float(np.median(times)),
+                       "best_gflops": gflop / min(times)})
+
+
+if __name__ == "__main__":
+    job = read_job()
+    {"time": time_tf, "tflite": convert_tflite, "matmul": matmul_peak}[job["task"]](job)

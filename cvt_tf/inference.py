@@ -1,0 +1,46 @@
+"""The fast inference path: a `tf.function` with a fixed input signature over a frozen weight snapshot.
+
+What the bench times as `tf-function`, and what its TFLite conversion starts from.
+"""
+
+import tensorflow as tf
+from tensorflow.python.framework.convert_to_constants import convert_variables_to_constants_v2
+
+from cvt_tf.layers import tracing_for_frozen_weights
+
+# Freezing copies the weights into the graph several times: cvt-w24 (277M weights) took 218 s and
+# 12.5 GB of RAM (2 cores), so larger models keep live variables unless asked.
+FREEZE_MAX_WEIGHTS = 64_000_000
+
+
+def inference_function(model, input_shape, jit_compile=False, freeze="auto"):
+    """A `tf.function` computing `model(images, training=False)` for one fixed input shape.
+
+    Frozen, the weights are a snapshot taken now: BatchNorm, the attention scale and QuickGELU's
+    slope are folded into them once, by constant folding. Build the function again after changing
+    the weights (training, `load_weights`); the model itself always computes with its live weights.
+
+    Args:
+        model: a built `cvt_tf.CvT`.
+        input_shape: (batch, H, W, C), or (batch, C, H, W) for a channels_first model; batch may be None.
+        jit_compile: compile the graph with XLA.
+        freeze: True, False, or "auto": freeze models of at most `FREEZE_MAX_WEIGHTS` weights.
+    """
+    signature = [tf.TensorSpec(tuple(input_shape), tf.float32, name="images")]
+    if freeze == "auto":
+        freeze = model.count_params() <= FREEZE_MAX_WEIGHTS
+
+    def call(images):
+        return model(images, training=False)
+
+    if not freeze:
+        return tf.function(call, input_signature=signature, jit_compile=jit_compile, reduce_retracing=False)
+
+    def call_frozen(images):
+        with tracing_for_frozen_weights():
+            return model(images, training=False)
+
+    frozen = convert_variables_to_constants_v2(
+        tf.function(call_frozen, input_signature=signature).get_concrete_function()
+    )
+    return tf.function(lambda images: frozen(images)[0], input_signature=signature, jit_compile=jit_compile)

@@ -1,0 +1,50 @@
+"""`make bench-quick` keeps working: one small config through every system, table and JSON written.
+
+Asserts what was measured and how, never how fast: timings depend on the machine.
+"""
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from bench.configs import SYSTEMS, gflop_per_image, multiply_adds
+from tests.conftest import REPO
+
+# Published multiply-adds (the paper's "FLOPs" column), in G.
+PAPER_GMACS = {("cvt-13", 224): 4.5, ("cvt-21", 224): 7.1, ("cvt-13", 384): 16.3, ("cvt-21", 384): 24.9,
+               ("cvt-w24", 384): 193.2}
+
+
+@pytest.mark.parametrize(("variant", "resolution"), sorted(PAPER_GMACS))
+def test_work_per_image_matches_the_paper(variant, resolution):
+    assert multiply_adds(variant, resolution) / 1e9 == pytest.approx(PAPER_GMACS[(variant, resolution)], rel=0.02)
+    assert gflop_per_image(variant, resolution) == pytest.approx(2 * multiply_adds(variant, resolution) / 1e9)
+
+
+@pytest.mark.slow
+def test_quick_bench_writes_table_json_and_chart(tmp_path):
+    result = subprocess.run(
+        [sys.executable, "-m", "bench.run", "--quick", "--out", str(tmp_path)],
+        cwd=REPO, capture_output=True, text=True, timeout=900,
+    )
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
+    assert "vs torch" in result.stdout and "max|diff|" in result.stdout
+    results = json.loads((tmp_path / "results.json").read_text())
+    assert (tmp_path / "results.png").stat().st_size > 0
+    assert results["threads"] == 2 and len(results["machine"]["loadavg_start"]) == 3
+    rows = {row["system"]: row for row in results["rows"]}
+    assert set(rows) == set(SYSTEMS)
+    for system, row in rows.items():
+        assert row["config"] in result.stdout and system in result.stdout
+        assert len(row["round_medians_s"]) == results["rounds"]
+        assert row["images_per_s"] > 0 and row["pct_of_peak"] > 0
+        # Every path computes the same logits as the official model on the timed inputs.
+        assert row["max_abs_diff_vs_pytorch"] < 1e-4, system
+    assert rows["pytorch"]["ratio_vs_pytorch"] == 1.0
+    group = results["groups"]["cvt-13@112"]
+    assert group["conversion"]["exit_code"] == 0 and group["conversion"]["peak_rss_mb"] > 0
+    assert group["tflite_xnnpack"] is True
+    assert group["threads"]["pytorch"]["torch.get_num_threads"] == 2
+    assert group["threads"]["tf-function"]["tf.intra_op"] == 2
