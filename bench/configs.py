@@ -12,14 +12,16 @@ from cvt_spec import variant_spec
 TORCH = "pytorch"
 EAGER = "tf-eager"
 GRAPH = "tf-function"
+LIVE = "tf-live"
 XLA = "tf-xla"
 TFLITE = "tflite"
-SYSTEMS = (TORCH, EAGER, GRAPH, XLA, TFLITE)
-TF_SYSTEMS = (EAGER, GRAPH, XLA)
+SYSTEMS = (TORCH, EAGER, GRAPH, LIVE, XLA, TFLITE)
+TF_SYSTEMS = (EAGER, GRAPH, LIVE, XLA)
 SYSTEM_LABELS = {
     TORCH: "PyTorch eager (official_ref, inference_mode) - baseline",
     EAGER: "cvt_tf eager Keras call",
-    GRAPH: "default inference path: tf.function, fixed signature",
+    GRAPH: "default inference path: cvt_tf.inference_function (tf.function, fixed signature, frozen folds)",
+    LIVE: "tf.function over the live variables (model.predict, SavedModel export)",
     XLA: "tf.function(jit_compile=True)",
     TFLITE: "TFLite, XNNPack",
 }

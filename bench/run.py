@@ -160,7 +160,7 @@ def main(argv=None):
     info = machine()
     print(f"bench: {len(args.group_list)} models, systems {args.systems}, {args.rounds} rounds x {args.calls} "
           f"calls, {args.threads} threads per system (torch.set_num_threads, TF intra-op {args.threads} / "
-          f"inter-op 1, TFLite num_threads {args.threads}); load {info['loadavg_start']}")
+          f"inter-op {args.threads}, TFLite num_threads {args.threads}); load {info['loadavg_start']}")
     all_rows, groups, skipped = [], {}, {}
     with tempfile.TemporaryDirectory(prefix="cvt-bench-") as workdir:
         bench = Bench(args, workdir)

@@ -13,7 +13,7 @@ import numpy as np
 
 from bench.configs import bench_inputs
 
-WARMUP_CALLS = 1  # after the first call, which is timed on its own
+WARMUP_CALLS = 3  # after the first call, which is timed on its own; oneDNN and XNNPack settle by then
 
 
 def read_job():

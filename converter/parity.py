@@ -3,6 +3,7 @@
 Compares every stage's output grid, the pooled features and the logits, and channels_first input.
 """
 
+import contextlib
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -70,33 +71,70 @@ def _diff(name, actual, expected):
     return OutputDiff(name, expected.shape, max_abs, max_abs / scale if scale else max_abs)
 
 
-def reference_outputs(torch_model, inputs_nchw):
+def _in_calls(run, inputs, images_per_call):
+    """`run` ({name: array} of a batch) over `inputs` in slices of `images_per_call`, rejoined.
+
+    One image per call bounds the activations' memory (cvt-w24 at 384: stage 0 attention scores
+    are 255 MB per image); None runs the whole batch at once.
+    """
+    step = images_per_call or len(inputs)
+    parts = [run(inputs[start:start + step]) for start in range(0, len(inputs), step)]
+    return {name: np.concatenate([np.asarray(part[name]) for part in parts]) for name in parts[0]}
+
+
+def reference_outputs(torch_model, inputs_nchw, images_per_call=None):
     """The reference's outputs as numpy, stage grids moved to NHWC."""
     torch.backends.cuda.matmul.allow_tf32 = False
     torch.backends.cudnn.allow_tf32 = False
-    with torch.inference_mode():
-        outputs = torch_model.eval().forward_stages(torch.from_numpy(inputs_nchw))
-    return {
-        name: (value.permute(0, 2, 3, 1) if value.ndim == 4 else value).numpy()
-        for name, value in outputs.items()
-    }
+    torch_model.eval()
+
+    def run(images):
+        with torch.inference_mode():
+            outputs = torch_model.forward_stages(torch.from_numpy(images))
+        return {
+            name: (value.permute(0, 2, 3, 1) if value.ndim == 4 else value).numpy()
+            for name, value in outputs.items()
+        }
+
+    return _in_calls(run, inputs_nchw, images_per_call)
 
 
-def compare_outputs(expected, keras_model, inputs_nchw, atol=DEFAULT_ATOL, seed=0):
+def compare_outputs(expected, keras_model, inputs_nchw, atol=DEFAULT_ATOL, seed=0, images_per_call=None):
     """A `ParityReport` of the Keras model's outputs against the reference's `expected` ones."""
-    actual = keras_model.forward_stages(np.transpose(inputs_nchw, (0, 2, 3, 1)), training=False)
+    actual = _in_calls(
+        lambda images: keras_model.forward_stages(images, training=False),
+        np.transpose(inputs_nchw, (0, 2, 3, 1)), images_per_call,
+    )
     batch, _, height, width = inputs_nchw.shape
     report = ParityReport(atol, batch, seed, (height, width))
     for name, value in expected.items():
-        report.diffs.append(_diff(name, np.asarray(actual[name]), value))
+        report.diffs.append(_diff(name, actual[name], value))
     return report
 
 
-def add_channels_first(report, expected, channels_first_model, inputs_nchw):
+def add_channels_first(report, expected, channels_first_model, inputs_nchw, images_per_call=None):
     """Adds `logits[channels_first]` (or features): the NCHW inputs through a channels_first model."""
     final = "logits" if "logits" in expected else "features"
-    twin = np.asarray(channels_first_model(inputs_nchw, training=False))
-    report.diffs.append(_diff(f"{final}[channels_first]", twin, expected[final]))
+    twin = _in_calls(
+        lambda images: {final: channels_first_model(images, training=False)}, inputs_nchw, images_per_call
+    )
+    report.diffs.append(_diff(f"{final}[channels_first]", twin[final], expected[final]))
+
+
+@contextlib.contextmanager
+def channels_first_view(model):
+    """The model switched to its channels_first path while the block runs, on the same variables.
+
+    A CvT's data format only decides whether inputs are transposed on entry, so this runs exactly
+    what a channels_first CvT with these weights runs, without a second copy of them (1.1 GB for
+    cvt-w24).
+    """
+    original = model.data_format
+    model.data_format = "channels_first"
+    try:
+        yield model
+    finally:
+        model.data_format = original
 
 
 def check_parity(torch_model, keras_model, inputs_nchw, atol=DEFAULT_ATOL, seed=0, channels_first_model=None):

@@ -115,3 +115,33 @@ def port_weights(state_dict, model, rows):
     for row in rows:
         variables[row.keras_path].assign(row.torch_to_keras(arrays.pop(row.torch_key)))
     return notes
+
+
+def build_ported(state_dict, make_model, rows):
+    """A model built by `make_model()` whose variables are created holding the checkpoint's values.
+
+    Unlike building and then `port_weights`, the model's random initial weights never exist: each
+    variable is created from its tensor, which is then dropped from `state_dict` (consumed), so one
+    copy of the weights is alive at a time, not two. Variables without a row (DropPath seed state)
+    keep their own initializers. Raises `MappingError` as `port_weights` does.
+    """
+    import keras
+
+    # Variables made inside a stateless scope wait, uninitialized, for the scope's end; before it,
+    # each mapped variable's initializer is replaced by its checkpoint tensor (Keras 3 keeps the
+    # initializer in `_initializer` until then; `tests/test_port.py` pins that behaviour).
+    with keras.StatelessScope():
+        model = make_model()
+        variables = keras_variables(model)
+        check_fit(state_dict, rows, {path: tuple(variable.shape) for path, variable in variables.items()})
+        check_values(state_dict, rows)
+        for row in rows:
+            variables[row.keras_path]._initializer = _take_from(state_dict, row)
+    return model
+
+
+def _take_from(state_dict, row):
+    def initializer(shape, dtype=None):
+        return row.torch_to_keras(np.asarray(state_dict.pop(row.torch_key), np.float32))
+
+    return initializer
