@@ -26,6 +26,7 @@ class ParityReport:
     batch: int
     seed: int
     resolution: tuple
+    images_per_call: int = None  # None: the whole batch in one call
     diffs: list = field(default_factory=list)
 
     @property
@@ -39,7 +40,8 @@ class ParityReport:
     def to_dict(self):
         return {
             "atol": self.atol, "batch": self.batch, "seed": self.seed,
-            "resolution": list(self.resolution), "passed": self.passed,
+            "resolution": list(self.resolution), "images_per_call": self.images_per_call,
+            "passed": self.passed,
             "outputs": {
                 d.output: {"shape": list(d.shape), "max_abs": d.max_abs, "max_rel": d.max_rel}
                 for d in self.diffs
@@ -106,7 +108,7 @@ def compare_outputs(expected, keras_model, inputs_nchw, atol=DEFAULT_ATOL, seed=
         np.transpose(inputs_nchw, (0, 2, 3, 1)), images_per_call,
     )
     batch, _, height, width = inputs_nchw.shape
-    report = ParityReport(atol, batch, seed, (height, width))
+    report = ParityReport(atol, batch, seed, (height, width), images_per_call)
     for name, value in expected.items():
         report.diffs.append(_diff(name, actual[name], value))
     return report

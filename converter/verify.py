@@ -48,14 +48,15 @@ def verify_artifact(path, checkpoint=None, atol=None, progress=print):
     recorded = manifest.get("parity") or {}
     atol = atol or recorded.get("atol") or DEFAULT_ATOL
     seed, batch = recorded.get("seed", 0), recorded.get("batch", 2)
+    images_per_call = recorded.get("images_per_call")  # as the conversion ran them: same figures
     state_dict, same_source = _state_dict(manifest, checkpoint, progress)
     weights, _ = validate_state_dict(state_dict, spec, num_classes)
     del state_dict
     inputs = parity_inputs(*manifest["resolution"], batch=batch, seed=seed)
     progress(f"running the PyTorch reference at {inputs.shape[2]}x{inputs.shape[3]}, batch {batch}")
-    expected = reference_outputs(reference_model(spec, num_classes, weights), inputs)
+    expected = reference_outputs(reference_model(spec, num_classes, weights), inputs, images_per_call)
     del weights
     release_memory()
     progress(f"loading the artifact {path}")
     model = load_artifact(path)
-    return compare_outputs(expected, model, inputs, atol, seed), same_source
+    return compare_outputs(expected, model, inputs, atol, seed, images_per_call), same_source
