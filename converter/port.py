@@ -109,12 +109,18 @@ def port_weights(state_dict, model, rows):
         MappingError: one error listing every missing, unexpected, unassigned and
             shape-mismatched name, or naming a non-float or non-finite tensor.
     """
-    variables = keras_variables(model)
-    check_fit(state_dict, rows, {path: tuple(variable.shape) for path, variable in variables.items()})
-    arrays, notes = check_values(state_dict, rows)
+    variables, arrays, notes = _checked(state_dict, model, rows)
     for row in rows:
         variables[row.keras_path].assign(row.torch_to_keras(arrays.pop(row.torch_key)))
     return notes
+
+
+def _checked(state_dict, model, rows):
+    """(model's variables by path, float32 arrays by key, dtype notes) once the checkpoint fits."""
+    variables = keras_variables(model)
+    check_fit(state_dict, rows, {path: tuple(variable.shape) for path, variable in variables.items()})
+    arrays, notes = check_values(state_dict, rows)
+    return variables, arrays, notes
 
 
 def build_ported(state_dict, make_model, rows):
@@ -132,16 +138,17 @@ def build_ported(state_dict, make_model, rows):
     # initializer in `_initializer` until then; `tests/test_port.py` pins that behaviour).
     with keras.StatelessScope():
         model = make_model()
-        variables = keras_variables(model)
-        check_fit(state_dict, rows, {path: tuple(variable.shape) for path, variable in variables.items()})
-        check_values(state_dict, rows)
+        variables, arrays, _ = _checked(state_dict, model, rows)
         for row in rows:
-            variables[row.keras_path]._initializer = _take_from(state_dict, row)
+            variables[row.keras_path]._initializer = _take_from(state_dict, arrays, row)
     return model
 
 
-def _take_from(state_dict, row):
+def _take_from(state_dict, arrays, row):
+    """An initializer giving the row's float32 array once, dropping every reference to the tensor."""
+
     def initializer(shape, dtype=None):
-        return row.torch_to_keras(np.asarray(state_dict.pop(row.torch_key), np.float32))
+        del state_dict[row.torch_key]
+        return row.torch_to_keras(arrays.pop(row.torch_key))
 
     return initializer
