@@ -50,6 +50,12 @@ def tiny_spec(**overrides):
     return spec
 
 
+@pytest.fixture(scope="module")
+def spec():
+    """TINY_SPEC normalized; a test module may define its own `spec` instead."""
+    return normalize_spec(tiny_spec())
+
+
 def ported_pair(spec, num_classes=10, seed=0, data_format="channels_last"):
     """(reference torch model, Keras model) holding the same synthetic weights."""
     spec = normalize_spec(spec)

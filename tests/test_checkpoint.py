@@ -18,11 +18,6 @@ from tests.corpus import MALFORMED_STATE_DICTS
 
 
 @pytest.fixture(scope="module")
-def spec():
-    return normalize_spec(tiny_spec())
-
-
-@pytest.fixture(scope="module")
 def state_dict(spec):
     return synthetic_state_dict(spec, 10, seed=3)
 

@@ -15,10 +15,9 @@ from converter.litert import run_saved_model, run_tflite
 from converter.parity import parity_inputs
 from converter.pipeline import Conversion, convert
 from converter.synthetic import save_checkpoint, synthetic_state_dict
-from cvt_spec import normalize_spec
 from cvt_tf import load_artifact
 from official_ref.model import ConvolutionalVisionTransformer
-from tests.conftest import run_cli, tiny_spec
+from tests.conftest import run_cli
 
 
 def quiet(_):
@@ -31,11 +30,6 @@ def _artifact(directory, state_dict, spec, name="tiny"):
                      checkpoint=directory / f"{name}.pth")
     weights_path, _, _ = convert(job, progress=quiet)
     return weights_path
-
-
-@pytest.fixture(scope="module")
-def spec():
-    return normalize_spec(tiny_spec())
 
 
 @pytest.fixture(scope="module")

@@ -49,11 +49,6 @@ def test_renames_follow_the_spec_for_projections_without_weights():
 
 
 @pytest.fixture(scope="module")
-def spec():
-    return normalize_spec(tiny_spec())
-
-
-@pytest.fixture(scope="module")
 def official(spec):
     return synthetic_state_dict(spec, 10, seed=4)
 

@@ -8,13 +8,6 @@ from converter.parity import channels_first_view, parity_inputs
 from converter.pipeline import build_keras_model
 from converter.port import MappingError, build_ported, keras_variables, port_weights
 from converter.synthetic import synthetic_state_dict
-from cvt_spec import normalize_spec
-from tests.conftest import tiny_spec
-
-
-@pytest.fixture(scope="module")
-def spec():
-    return normalize_spec(tiny_spec())
 
 
 def test_variables_are_created_holding_the_checkpoint_and_the_checkpoint_is_consumed(spec):
