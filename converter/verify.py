@@ -48,7 +48,8 @@ def verify_artifact(path, checkpoint=None, atol=None, progress=print):
     recorded = manifest.get("parity") or {}
     atol = atol or recorded.get("atol") or DEFAULT_ATOL
     seed, batch = recorded.get("seed", 0), recorded.get("batch", 2)
-    images_per_call = recorded.get("images_per_call")  # as the conversion ran them: same figures
+    # As the conversion ran them, so that the figures are the same.
+    images_per_call, query_rows = recorded.get("images_per_call"), recorded.get("attention_query_rows")
     state_dict, same_source = _state_dict(manifest, checkpoint, progress)
     weights, _ = validate_state_dict(state_dict, spec, num_classes)
     del state_dict
@@ -59,4 +60,4 @@ def verify_artifact(path, checkpoint=None, atol=None, progress=print):
     release_memory()
     progress(f"loading the artifact {path}")
     model = load_artifact(path)
-    return compare_outputs(expected, model, inputs, atol, seed, images_per_call), same_source
+    return compare_outputs(expected, model, inputs, atol, seed, images_per_call, query_rows), same_source

@@ -17,25 +17,43 @@ BATCH_NORM_MOMENTUM = 0.9
 
 QUICK_GELU_SLOPE = 1.702
 
-_tracing = threading.local()
+_calls = threading.local()  # how the layers run in the current thread; see the two context managers
 
 
 @contextlib.contextmanager
+def _setting(name, value):
+    previous = getattr(_calls, name, None)
+    setattr(_calls, name, value)
+    try:
+        yield
+    finally:
+        setattr(_calls, name, previous)
+
+
 def tracing_for_frozen_weights():
     """Marks a trace whose variables will become constants (`cvt_tf.inference_function`).
 
     Folds that rescale weights are then computed once, by constant folding, instead of on every call.
     """
-    previous = getattr(_tracing, "frozen", False)
-    _tracing.frozen = True
-    try:
-        yield
-    finally:
-        _tracing.frozen = previous
+    return _setting("frozen", True)
 
 
 def weights_will_be_frozen():
-    return getattr(_tracing, "frozen", False)
+    return bool(getattr(_calls, "frozen", False))
+
+
+def attention_in_query_chunks(rows):
+    """Attention computes its scores `rows` queries at a time while the block runs (None: all at once).
+
+    Each query's softmax row is whole either way, so the result is the same up to float rounding;
+    the scores' memory shrinks from all queries to `rows` of them (cvt-w24 at 384, stage 0: 255 MB
+    per image at once). For eager calls on large inputs, such as the conversion's parity check.
+    """
+    return _setting("query_rows", rows)
+
+
+def attention_query_rows():
+    return getattr(_calls, "query_rows", None)
 
 
 def quick_gelu(x):
@@ -321,12 +339,24 @@ class ConvAttention(layers.Layer):
         q = self._split_heads(dense_2d(self.proj_q, q, kernel_scale=self.scale))
         k = self._split_heads(dense_2d(self.proj_k, k))
         v = self._split_heads(dense_2d(self.proj_v, v))
-        scores = ops.matmul(q, ops.transpose(k, (0, 1, 3, 2)))
-        attention = ops.softmax(ops.cast(scores, "float32"), axis=-1)
-        attention = self.attn_dropout(ops.cast(attention, v.dtype), training=training)
-        x = ops.transpose(ops.matmul(attention, v), (0, 2, 1, 3))
+        keys = ops.transpose(k, (0, 1, 3, 2))
+        rows, queries = attention_query_rows(), q.shape[2]
+        if rows and queries is not None and queries > rows:
+            x = ops.concatenate(
+                [self._attend(q[:, :, start:start + rows], keys, v, training) for start in range(0, queries, rows)],
+                axis=2,
+            )
+        else:
+            x = self._attend(q, keys, v, training)
+        x = ops.transpose(x, (0, 2, 1, 3))
         x = ops.reshape(x, (ops.shape(x)[0], -1, self.dim))
         return self.proj_dropout(dense_2d(self.proj, x), training=training)
+
+    def _attend(self, q, keys, v, training):
+        scores = ops.matmul(q, keys)
+        attention = ops.softmax(ops.cast(scores, "float32"), axis=-1)
+        attention = self.attn_dropout(ops.cast(attention, v.dtype), training=training)
+        return ops.matmul(attention, v)
 
     def get_config(self):
         config = super().get_config()

@@ -25,7 +25,7 @@ def artifact(tmp_path_factory):
     checkpoint = root / "tiny-56x56.pth"
     save_checkpoint(synthetic_state_dict(SPEC, 10, seed=3), checkpoint)
     job = Conversion(spec=SPEC, num_classes=10, resolution=(56, 56), name="tiny", out_dir=root / "out",
-                     checkpoint=checkpoint)
+                     checkpoint=checkpoint, parity_query_rows=50)  # stage 0 has 196 queries: chunked
     weights_path, manifest_path, _ = convert(job, progress=lambda _: None)
     return weights_path, json.loads(manifest_path.read_text()), checkpoint
 
@@ -88,6 +88,7 @@ def test_verify_reproduces_the_manifest_figures(artifact):
     assert result.returncode == 0, result.stderr
     assert "parity PASSED" in result.stdout
     assert "the checkpoint is the source the manifest records" in result.stdout
+    assert manifest["parity"]["attention_query_rows"] == 50 and manifest["parity"]["images_per_call"] == 1
     recorded = manifest["parity"]["outputs"]
     for output in ("stage0", "stage1", "stage2", "features", "logits"):
         line = next(line for line in result.stdout.splitlines() if line.startswith(output + " "))
