@@ -9,6 +9,8 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from cvt_tf.layers import DEFAULT_INFERENCE_STREAMS, inference_streams
+
 QUANTIZATIONS = ("none", "dynamic")
 
 
@@ -16,16 +18,20 @@ def _signature(model, height, width):
     return [tf.TensorSpec((None, height, width, model.in_chans), tf.float32, name="images")]
 
 
-def write_saved_model(model, path, height=None, width=None):
+def write_saved_model(model, path, height=None, width=None, streams=DEFAULT_INFERENCE_STREAMS):
     """A SavedModel whose `serve` endpoint (also `serving_default`) maps NHWC float32 images to logits.
 
-    Height and width stay open (any resolution) unless given; the batch always does.
+    Height and width stay open (any resolution) unless given; the batch always does. The graph runs
+    in `streams` independent parts (`cvt_tf.layers.inference_streams`).
     """
+
+    def serve(images):
+        with inference_streams(streams):
+            return model(images, training=False)
+
     archive = keras.export.ExportArchive()
     archive.track(model)
-    archive.add_endpoint(
-        "serve", lambda images: model(images, training=False), input_signature=_signature(model, height, width)
-    )
+    archive.add_endpoint("serve", serve, input_signature=_signature(model, height, width))
     archive.write_out(str(path), verbose=False)
 
 
@@ -39,7 +45,8 @@ def tflite_flatbuffer(model, height, width, quantize="none"):
     if quantize not in QUANTIZATIONS:
         raise ValueError(f"quantize must be one of {QUANTIZATIONS}, got {quantize!r}")
     with tempfile.TemporaryDirectory(prefix="cvt-tflite-") as saved_model:
-        write_saved_model(model, saved_model, height, width)
+        # One stream: the interpreter runs one op at a time, with XNNPack's threads inside each op.
+        write_saved_model(model, saved_model, height, width, streams=1)
         converter = tf.lite.TFLiteConverter.from_saved_model(saved_model)
         converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS]
         if quantize == "dynamic":

@@ -6,7 +6,7 @@ Imports neither PyTorch nor the PyTorch reference.
 from cvt_tf.artifact import load_artifact
 from cvt_tf.imagenet import decode_predictions
 from cvt_tf.images import ImageError, load_image
-from cvt_tf.inference import inference_function
+from cvt_tf.inference import inference_function, set_cpu_threads
 from cvt_tf.model import CvT
 from cvt_tf.preprocessing import EvalPreprocessing, EvalTransform, preprocess_input
 
@@ -20,4 +20,5 @@ __all__ = [
     "load_artifact",
     "load_image",
     "preprocess_input",
+    "set_cpu_threads",
 ]

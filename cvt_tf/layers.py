@@ -56,6 +56,36 @@ def attention_query_rows():
     return getattr(_calls, "query_rows", None)
 
 
+# Independent parts per graph-mode inference call: one per core of the machines we measured (2).
+DEFAULT_INFERENCE_STREAMS = 2
+
+
+def inference_streams(streams):
+    """Graph inference as `streams` independent parts that TensorFlow's inter-op threads run side by side.
+
+    The model splits a batch of at least `streams` images into `streams` slices; a smaller batch runs
+    each block on `streams` slices of its token rows, joined only where attention needs them all
+    (the conv projections and the keys and values). None or 1: one stream. The result is the same.
+
+    Why: TensorFlow hands each op's work to its intra-op threads and waits for them, which costs
+    tens of microseconds per op on these (virtualised) cores; cvt-13 at batch 1 gained only 1.16x
+    from a second intra-op thread. With one intra-op thread per op and independent streams on
+    the inter-op threads, both cores stay busy without that hand-off (`cvt_tf.set_cpu_threads`).
+    """
+    return _setting("streams", streams)
+
+
+def inference_stream_count():
+    return getattr(_calls, "streams", None) or 1
+
+
+def split_rows(tokens, parts):
+    """(batch, n, c) -> `parts` consecutive row slices of (nearly) equal length."""
+    n = ops.shape(tokens)[1]
+    bounds = [n * i // parts for i in range(parts + 1)]
+    return [tokens[:, bounds[i]:bounds[i + 1]] for i in range(parts)]
+
+
 def quick_gelu(x):
     """The activation of the official weights: x * sigmoid(1.702 x)."""
     return x * ops.sigmoid(QUICK_GELU_SLOPE * x)
@@ -333,13 +363,29 @@ class ConvAttention(layers.Layer):
         return ops.transpose(x, (0, 2, 1, 3))
 
     def call(self, tokens, height, width, training=None):
+        q, keys, v = self._projected(tokens, height, width, training)
+        return self._output(q, keys, v, training)
+
+    def call_in_parts(self, parts, height, width):
+        """Inference on token rows held in slices: the output rows in the same slices."""
+        q, keys, v = self._projected(ops.concatenate(parts, axis=1), height, width, training=False)
+        sizes = [ops.shape(part)[1] for part in parts]
+        starts = [sum(sizes[:i]) for i in range(len(sizes))]
+        return [
+            self._output(q[:, start:start + size], keys, v, training=False)
+            for start, size in zip(starts, sizes)
+        ]
+
+    def _projected(self, tokens, height, width, training):
         q, k, v = self._qkv(tokens, height, width, training)
+        k = self._split_heads(dense_2d(self.proj_k, k))
+        v = self._split_heads(dense_2d(self.proj_v, v))
+        return q, ops.transpose(k, (0, 1, 3, 2)), v
+
+    def _output(self, q, keys, v, training):
         # The scale multiplies q's projection weights (dim**2 values) rather than the scores
         # (heads * tokens_q * tokens_kv values, 2.5M per image in stage 0 at 224).
         q = self._split_heads(dense_2d(self.proj_q, q, kernel_scale=self.scale))
-        k = self._split_heads(dense_2d(self.proj_k, k))
-        v = self._split_heads(dense_2d(self.proj_v, v))
-        keys = ops.transpose(k, (0, 1, 3, 2))
         rows, queries = attention_query_rows(), q.shape[2]
         if rows and queries is not None and queries > rows:
             x = ops.concatenate(

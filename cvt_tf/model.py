@@ -8,7 +8,14 @@ from keras import layers, ops
 
 from cvt_spec import normalize_spec, variant_spec
 from cvt_tf.artifact import restore_artifact
-from cvt_tf.layers import flatten_grid, layer_norm, trunc_normal_initializer
+from cvt_tf.layers import (
+    DEFAULT_INFERENCE_STREAMS,
+    flatten_grid,
+    inference_stream_count,
+    inference_streams,
+    layer_norm,
+    trunc_normal_initializer,
+)
 from cvt_tf.pretrained import pretrained_artifact
 from cvt_tf.stage import Stage, stage_kwargs
 
@@ -134,8 +141,21 @@ class CvT(keras.Model):
         return outputs
 
     def call(self, inputs, training=None):
+        streams, batch = inference_stream_count(), inputs.shape[0]
+        if streams > 1 and not training and batch is not None and batch >= streams:
+            # Whole images per stream: no stream waits for another until the end.
+            bounds = [batch * i // streams for i in range(streams + 1)]
+            with inference_streams(None):
+                return ops.concatenate(
+                    [self.call(inputs[start:end]) for start, end in zip(bounds, bounds[1:])], axis=0
+                )
         outputs = self.forward_stages(inputs, training=training)
         return outputs["logits"] if self.head is not None else outputs["features"]
+
+    def predict_step(self, data):
+        """`model.predict` runs its graph in `DEFAULT_INFERENCE_STREAMS` streams (`inference_streams`)."""
+        with inference_streams(DEFAULT_INFERENCE_STREAMS):
+            return super().predict_step(data)
 
     def export(self, filepath, format="tf_saved_model", verbose=None, input_signature=None, **kwargs):
         """`keras.Model.export`, whose default signature is the shape given to `build`, any batch size.

@@ -12,7 +12,9 @@ from cvt_tf.layers import (
     DropPath,
     Mlp,
     flatten_grid,
+    inference_stream_count,
     layer_norm,
+    split_rows,
     trunc_normal_initializer,
 )
 
@@ -47,6 +49,12 @@ class Block(layers.Layer):
         attended = self.attn(self.norm1(x), height=height, width=width, training=training)
         x = x + self.drop_path(attended, training=training)
         return x + self.drop_path(self.mlp(self.norm2(x), training=training), training=training)
+
+    def call_in_parts(self, parts, height, width):
+        """Inference on token rows held in slices (see `inference_streams`); only attention joins them."""
+        normed = [self.norm1(part) for part in parts]
+        parts = [part + attended for part, attended in zip(parts, self.attn.call_in_parts(normed, height, width))]
+        return [part + self.mlp(self.norm2(part)) for part in parts]
 
     def get_config(self):
         config = super().get_config()
@@ -139,8 +147,15 @@ class Stage(layers.Layer):
             cls_token = ops.broadcast_to(ops.cast(self.cls_token, tokens.dtype), (batch, 1, self.dim))
             tokens = ops.concatenate([cls_token, tokens], axis=1)
         tokens = self.pos_drop(tokens, training=training)
-        for block in self.blocks:
-            tokens = block(tokens, height=height, width=width, training=training)
+        streams = inference_stream_count()
+        if streams > 1 and not training:
+            token_parts = split_rows(tokens, streams)
+            for block in self.blocks:
+                token_parts = block.call_in_parts(token_parts, height, width)
+            tokens = ops.concatenate(token_parts, axis=1)
+        else:
+            for block in self.blocks:
+                tokens = block(tokens, height=height, width=width, training=training)
         if self.with_cls_token:
             cls_token, tokens = tokens[:, :1], tokens[:, 1:]
         grid = ops.reshape(tokens, (batch, height, width, self.dim))

@@ -40,7 +40,8 @@ def test_eval_calls_are_deterministic_and_training_calls_are_not():
     x = _images()
     first, second = np.asarray(model(x, training=False)), np.asarray(model(x))
     np.testing.assert_array_equal(first, second)
-    np.testing.assert_array_equal(model.predict(x, verbose=0), first)
+    # predict runs in streams (smaller matmuls, other rounding); dropout would move it by far more.
+    np.testing.assert_allclose(model.predict(x, verbose=0), first, atol=1e-6, rtol=0)
     trained_a, trained_b = np.asarray(model(x, training=True)), np.asarray(model(x, training=True))
     assert np.abs(trained_a - trained_b).max() > 1e-3
     assert np.abs(trained_a - first).max() > 1e-3
