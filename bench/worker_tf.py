@@ -10,24 +10,32 @@ import numpy as np
 import tensorflow as tf
 
 import cvt_tf
-from bench.configs import EAGER, LIVE, TFLITE, XLA
+from bench.configs import EAGER, GRAPH, LIVE, TFLITE, XLA
 from bench.timing import read_job, time_batches, write_result
 
 MATMUL_SIZE = 2048
 MATMUL_CALLS = 10
+GRAPH_SYSTEMS = (GRAPH, LIVE, XLA)
 
 
-def set_threads(threads):
-    """`threads` for TF's op pool and its op-scheduling pool: TF's own default on a `threads`-core machine.
+def set_threads(job):
+    """The TF threads of the system `job` times, on `job["threads"]` cores.
 
-    Inter-op threads let independent ops (the q, k and v projections) run side by side: cvt-13 @ 224
-    batch 1 took 71 ms with 2, 84 ms with 1 (2 cores, same process, measured).
+    The graph systems run `cvt_tf.set_cpu_threads`: one intra-op thread per op and independent
+    streams on `threads` inter-op threads (cvt-13 @ 224 batch 1: 56 ms, against 73 ms with intra-op
+    2 / inter-op 2 and one stream; 2 cores, measured). Eager Keras runs one op at a time, so it keeps
+    TF's default for the core count: `threads` of each.
     """
-    tf.config.threading.set_intra_op_parallelism_threads(threads)
-    tf.config.threading.set_inter_op_parallelism_threads(threads)
+    threads, graph = job["threads"], job.get("system") in GRAPH_SYSTEMS
+    if graph:
+        cvt_tf.set_cpu_threads(threads)
+    else:
+        tf.config.threading.set_intra_op_parallelism_threads(threads)
+        tf.config.threading.set_inter_op_parallelism_threads(threads)
     return {
         "tf.intra_op": tf.config.threading.get_intra_op_parallelism_threads(),
         "tf.inter_op": tf.config.threading.get_inter_op_parallelism_threads(),
+        "cvt_tf.streams": threads if graph else 1,
         "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS"),
     }
 
@@ -49,7 +57,7 @@ def make_keras_run(job, model):
             return lambda: model(x, training=False).numpy()
         function = cvt_tf.inference_function(
             model, image_shape(job, batch), jit_compile=job["system"] == XLA,
-            freeze=False if job["system"] == LIVE else "auto",
+            freeze=False if job["system"] == LIVE else "auto", streams=job["threads"],
         )
         return lambda: function(x).numpy()
 
@@ -75,7 +83,7 @@ def make_tflite_run(job):
 
 
 def time_tf(job):
-    threads = set_threads(job["threads"])
+    threads = set_threads(job)
     if job["system"] == TFLITE:
         threads["tflite.num_threads"] = job["threads"]
         time_batches(job, make_tflite_run(job), threads)
@@ -86,14 +94,15 @@ def time_tf(job):
 
 def convert_tflite(job):
     """Converts the default inference path of each batch size to a TFLite flatbuffer."""
-    set_threads(job["threads"])
+    set_threads(job)
     model = cvt_tf.load_artifact(job["artifact"])
     seconds = {}
     for batch in job["batches"]:
         started = time.perf_counter()
         # Frozen: given live variables, TF 2.21 keeps them as TFLite resource variables that
         # nothing initializes, and the interpreter returns NaN.
-        function = cvt_tf.inference_function(model, image_shape(job, batch), freeze=True)
+        # One stream: the interpreter runs one op at a time, with XNNPack's threads inside each op.
+        function = cvt_tf.inference_function(model, image_shape(job, batch), freeze=True, streams=1)
         converter = tf.lite.TFLiteConverter.from_concrete_functions([function.get_concrete_function()])
         flatbuffer = converter.convert()
         with open(tflite_path(job, batch), "wb") as handle:
@@ -104,7 +113,7 @@ def convert_tflite(job):
 
 def matmul_peak(job):
     """GFLOP/s of a large fp32 matmul with the bench's threads: the denominator of `% of peak`."""
-    threads = set_threads(job["threads"])
+    threads = set_threads(job)
     rng = np.random.default_rng(0)
     a, b = (tf.constant(rng.normal(size=(MATMUL_SIZE, MATMUL_SIZE)).astype(np.float32)) for _ in range(2))
     matmul = tf.function(lambda: tf.reduce_sum(tf.matmul(a, b)))

@@ -47,4 +47,7 @@ def test_quick_bench_writes_table_json_and_chart(tmp_path):
     assert group["conversion"]["exit_code"] == 0 and group["conversion"]["peak_rss_mb"] > 0
     assert group["tflite_xnnpack"] is True
     assert group["threads"]["pytorch"]["torch.get_num_threads"] == 2
-    assert group["threads"]["tf-function"]["tf.intra_op"] == 2
+    # Graphs: one intra-op thread per op, 2 inter-op threads running 2 streams; eager: 2 intra-op threads.
+    tf_function, eager = group["threads"]["tf-function"], group["threads"]["tf-eager"]
+    assert (tf_function["tf.intra_op"], tf_function["tf.inter_op"], tf_function["cvt_tf.streams"]) == (1, 2, 2)
+    assert (eager["tf.intra_op"], eager["tf.inter_op"], eager["cvt_tf.streams"]) == (2, 2, 1)
