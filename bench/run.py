@@ -159,8 +159,9 @@ def main(argv=None):
     started = time.perf_counter()
     info = machine()
     print(f"bench: {len(args.group_list)} models, systems {args.systems}, {args.rounds} rounds x {args.calls} "
-          f"calls, {args.threads} threads per system (torch.set_num_threads; TF graphs intra-op 1 / inter-op "
-          f"{args.threads} with {args.threads} streams, TF eager intra-op {args.threads} / inter-op {args.threads}; "
+          f"calls, {args.threads} threads per system (torch.set_num_threads; tf-function and tf-live intra-op 1 / "
+          f"inter-op {args.threads} with {args.threads} streams; eager and XLA intra-op {args.threads} / inter-op "
+          f"{args.threads}; "
           f"TFLite num_threads {args.threads}); load {info['loadavg_start']}")
     all_rows, groups, skipped = [], {}, {}
     with tempfile.TemporaryDirectory(prefix="cvt-bench-") as workdir:

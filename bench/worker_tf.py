@@ -15,18 +15,19 @@ from bench.timing import read_job, time_batches, write_result
 
 MATMUL_SIZE = 2048
 MATMUL_CALLS = 10
-GRAPH_SYSTEMS = (GRAPH, LIVE, XLA)
+# Run in streams on one intra-op thread each; XLA's compiled CPU code parallelises inside its own ops.
+STREAM_SYSTEMS = (GRAPH, LIVE)
 
 
 def set_threads(job):
     """The TF threads of the system `job` times, on `job["threads"]` cores.
 
-    The graph systems run `cvt_tf.set_cpu_threads`: one intra-op thread per op and independent
+    tf-function and tf-live run `cvt_tf.set_cpu_threads`: one intra-op thread per op and independent
     streams on `threads` inter-op threads (cvt-13 @ 224 batch 1: 56 ms, against 73 ms with intra-op
-    2 / inter-op 2 and one stream; 2 cores, measured). Eager Keras runs one op at a time, so it keeps
-    TF's default for the core count: `threads` of each.
+    2 / inter-op 2 and one stream; 2 cores, measured). Eager Keras and XLA keep TF's default for the core
+    count, `threads` of each, and one stream: eager runs one op at a time, XLA parallelises inside its ops.
     """
-    threads, graph = job["threads"], job.get("system") in GRAPH_SYSTEMS
+    threads, graph = job["threads"], job.get("system") in STREAM_SYSTEMS
     if graph:
         cvt_tf.set_cpu_threads(threads)
     else:
@@ -57,7 +58,8 @@ def make_keras_run(job, model):
             return lambda: model(x, training=False).numpy()
         function = cvt_tf.inference_function(
             model, image_shape(job, batch), jit_compile=job["system"] == XLA,
-            freeze=False if job["system"] == LIVE else "auto", streams=job["threads"],
+            freeze=False if job["system"] == LIVE else "auto",
+            streams=job["threads"] if job["system"] in STREAM_SYSTEMS else 1,
         )
         return lambda: function(x).numpy()
 
