@@ -13,12 +13,18 @@ from cvt_tf.layers import DEFAULT_INFERENCE_STREAMS, inference_streams, tracing_
 FREEZE_MAX_WEIGHTS = 64_000_000
 
 
+def _check_count(name, value):
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
+
+
 def set_cpu_threads(cores):
     """TensorFlow's CPU threads for `inference_function`: one intra-op thread, `cores` inter-op threads.
 
     Each op then runs on the thread that schedules it, and the model's independent streams keep
     the cores busy. Call it before TensorFlow runs its first op; returns the two settings.
     """
+    _check_count("cores", cores)
     try:
         tf.config.threading.set_intra_op_parallelism_threads(1)
         tf.config.threading.set_inter_op_parallelism_threads(cores)
@@ -48,6 +54,7 @@ def inference_function(model, input_shape, jit_compile=False, freeze="auto", str
         streams: independent parts of each call run side by side (see `cvt_tf.layers.inference_streams`);
             fastest with one per core and `cvt_tf.set_cpu_threads(cores)`. 1 computes in one piece.
     """
+    _check_count("streams", streams)
     signature = [tf.TensorSpec(tuple(input_shape), tf.float32, name="images")]
     if freeze == "auto":
         freeze = model.count_params() <= FREEZE_MAX_WEIGHTS

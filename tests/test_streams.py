@@ -5,6 +5,7 @@ block on `streams` slices of its token rows. Both against the PyTorch reference.
 """
 
 import json
+import re
 import subprocess
 import sys
 
@@ -126,6 +127,15 @@ def test_the_streams_setting_ends_with_its_block():
         assert inference_stream_count() == 4
         raise RuntimeError
     assert inference_stream_count() == 1
+
+
+@pytest.mark.parametrize("bad", [0, -1, 1.5, "2", True, None])
+def test_stream_and_core_counts_must_be_positive_integers(bad):
+    _, model = ported_pair(tiny_spec())
+    with pytest.raises(ValueError, match=rf"streams must be an integer >= 1, got {re.escape(repr(bad))}"):
+        cvt_tf.inference_function(model, (1, 32, 32, 3), streams=bad)
+    with pytest.raises(ValueError, match=rf"cores must be an integer >= 1, got {re.escape(repr(bad))}"):
+        cvt_tf.set_cpu_threads(bad)
 
 
 def test_set_cpu_threads_before_and_after_tensorflow_starts():
