@@ -161,8 +161,7 @@ def main(argv=None):
     print(f"bench: {len(args.group_list)} models, systems {args.systems}, {args.rounds} rounds x {args.calls} "
           f"calls, {args.threads} threads per system (torch.set_num_threads; tf-function and tf-live intra-op 1 / "
           f"inter-op {args.threads} with {args.threads} streams; eager and XLA intra-op {args.threads} / inter-op "
-          f"{args.threads}; "
-          f"TFLite num_threads {args.threads}); load {info['loadavg_start']}")
+          f"{args.threads}; TFLite num_threads {args.threads}); load {info['loadavg_start']}")
     all_rows, groups, skipped = [], {}, {}
     with tempfile.TemporaryDirectory(prefix="cvt-bench-") as workdir:
         bench = Bench(args, workdir)

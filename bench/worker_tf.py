@@ -27,8 +27,8 @@ def set_threads(job):
     2 / inter-op 2 and one stream; 2 cores, measured). Eager Keras and XLA keep TF's default for the core
     count, `threads` of each, and one stream: eager runs one op at a time, XLA parallelises inside its ops.
     """
-    threads, graph = job["threads"], job.get("system") in STREAM_SYSTEMS
-    if graph:
+    threads = job["threads"]
+    if job.get("system") in STREAM_SYSTEMS:
         cvt_tf.set_cpu_threads(threads)
     else:
         tf.config.threading.set_intra_op_parallelism_threads(threads)
@@ -36,9 +36,13 @@ def set_threads(job):
     return {
         "tf.intra_op": tf.config.threading.get_intra_op_parallelism_threads(),
         "tf.inter_op": tf.config.threading.get_inter_op_parallelism_threads(),
-        "cvt_tf.streams": threads if graph else 1,
+        "cvt_tf.streams": stream_count(job),
         "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS"),
     }
+
+
+def stream_count(job):
+    return job["threads"] if job.get("system") in STREAM_SYSTEMS else 1
 
 
 def image_shape(job, batch):
@@ -59,7 +63,7 @@ def make_keras_run(job, model):
         function = cvt_tf.inference_function(
             model, image_shape(job, batch), jit_compile=job["system"] == XLA,
             freeze=False if job["system"] == LIVE else "auto",
-            streams=job["threads"] if job["system"] in STREAM_SYSTEMS else 1,
+            streams=stream_count(job),
         )
         return lambda: function(x).numpy()
 

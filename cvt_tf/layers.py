@@ -79,11 +79,12 @@ def inference_stream_count():
     return getattr(_calls, "streams", None) or 1
 
 
-def split_rows(tokens, parts):
-    """(batch, n, c) -> `parts` consecutive row slices of (nearly) equal length."""
-    n = ops.shape(tokens)[1]
+def split_evenly(x, parts, axis):
+    """`x` cut along `axis` into `parts` consecutive slices of (nearly) equal length."""
+    n = ops.shape(x)[axis]
     bounds = [n * i // parts for i in range(parts + 1)]
-    return [tokens[:, bounds[i]:bounds[i + 1]] for i in range(parts)]
+    leading = (slice(None),) * axis
+    return [x[leading + (slice(start, end),)] for start, end in zip(bounds, bounds[1:])]
 
 
 def quick_gelu(x):

@@ -14,6 +14,7 @@ from cvt_tf.layers import (
     inference_stream_count,
     inference_streams,
     layer_norm,
+    split_evenly,
     trunc_normal_initializer,
 )
 from cvt_tf.pretrained import pretrained_artifact
@@ -144,11 +145,8 @@ class CvT(keras.Model):
         streams, batch = inference_stream_count(), inputs.shape[0]
         if streams > 1 and not training and batch is not None and batch >= streams:
             # Whole images per stream: no stream waits for another until the end.
-            bounds = [batch * i // streams for i in range(streams + 1)]
             with inference_streams(None):
-                return ops.concatenate(
-                    [self.call(inputs[start:end]) for start, end in zip(bounds, bounds[1:])], axis=0
-                )
+                return ops.concatenate([self.call(part) for part in split_evenly(inputs, streams, axis=0)], axis=0)
         outputs = self.forward_stages(inputs, training=training)
         return outputs["logits"] if self.head is not None else outputs["features"]
 

@@ -14,7 +14,7 @@ from cvt_tf.layers import (
     flatten_grid,
     inference_stream_count,
     layer_norm,
-    split_rows,
+    split_evenly,
     trunc_normal_initializer,
 )
 
@@ -149,7 +149,7 @@ class Stage(layers.Layer):
         tokens = self.pos_drop(tokens, training=training)
         streams = inference_stream_count()
         if streams > 1 and not training:
-            token_parts = split_rows(tokens, streams)
+            token_parts = split_evenly(tokens, streams, axis=1)
             for block in self.blocks:
                 token_parts = block.call_in_parts(token_parts, height, width)
             tokens = ops.concatenate(token_parts, axis=1)
