@@ -6,6 +6,8 @@ File names as published by microsoft/CvT; the 22k files carry 1000-class heads (
 from dataclasses import dataclass
 from pathlib import Path
 
+from cvt_spec.errors import InputError
+
 PUBLISHED_AT = "the microsoft/CvT README (OneDrive 'CvT' model zoo)"
 
 
@@ -17,13 +19,13 @@ class OfficialCheckpoint:
     num_classes: int = 1000
 
     @property
-    def file_name(self):
+    def file_name(self) -> str:
         number = self.variant.split("-", 1)[1]
         res = f"{self.resolution}x{self.resolution}"
         return f"CvT-{number}-{res}-IN-{self.version}.pth"
 
     @property
-    def artifact_name(self):
+    def artifact_name(self) -> str:
         res = f"{self.resolution}x{self.resolution}"
         return f"{self.variant}-{res}_{self.version}"
 
@@ -39,11 +41,11 @@ OFFICIAL_CHECKPOINTS = (
 )
 
 
-def find_official(variant, resolution, version):
+def find_official(variant: str, resolution: int, version: str) -> "OfficialCheckpoint":
     """Returns the official checkpoint of that variant, resolution and version.
 
     Raises:
-        ValueError: no such checkpoint was published; the message lists the seven that were.
+        InputError: no such checkpoint was published; the message lists the seven that were.
     """
     for checkpoint in OFFICIAL_CHECKPOINTS:
         if (checkpoint.variant, checkpoint.resolution, checkpoint.version) == (
@@ -53,13 +55,13 @@ def find_official(variant, resolution, version):
         ):
             return checkpoint
     valid = ", ".join(c.artifact_name for c in OFFICIAL_CHECKPOINTS)
-    raise ValueError(
+    raise InputError(
         f"no official checkpoint for {variant} at {resolution} ({version}); "
         f"the published ones are: {valid}"
     )
 
 
-def locate_official(checkpoint_dir):
+def locate_official(checkpoint_dir) -> tuple[list, list]:
     """([(OfficialCheckpoint, path)] found, [path] missing) for the seven file names in `checkpoint_dir`."""
     found, missing = [], []
     for official in OFFICIAL_CHECKPOINTS:

@@ -11,7 +11,8 @@ from pathlib import Path
 
 import yaml
 
-from cvt_spec.spec import SpecError, normalize_spec
+from cvt_spec.errors import InputFileError, SpecError
+from cvt_spec.spec import normalize_spec
 
 
 @dataclass(frozen=True)
@@ -21,15 +22,11 @@ class SpecFile:
     image_size: tuple = None  # TEST.IMAGE_SIZE (else TRAIN.IMAGE_SIZE) as (height, width)
 
 
-class InputFileError(ValueError):
-    """A path that cannot be read as an input file; the message names the path."""
-
-
 _SPECIAL_FILES = ((stat.S_ISFIFO, "a FIFO"), (stat.S_ISCHR, "a character device"),
                   (stat.S_ISBLK, "a block device"), (stat.S_ISSOCK, "a socket"))
 
 
-def check_input_file(path, kind="checkpoint"):
+def check_input_file(path, kind: str = "checkpoint") -> int:
     """Checks that `path` is a non-empty regular file this process can read; returns its size.
 
     FIFOs and devices are refused before opening: reading one could block forever or never end.
@@ -58,7 +55,7 @@ def check_input_file(path, kind="checkpoint"):
     return info.st_size
 
 
-def read_spec_file(path):
+def read_spec_file(path) -> SpecFile:
     """Reads MODEL.SPEC, MODEL.NUM_CLASSES and the image size, or a bare SPEC mapping.
 
     Raises:

@@ -7,7 +7,9 @@ import re
 from dataclasses import dataclass
 from pathlib import PurePath
 
+from cvt_spec.errors import RecognitionError
 from cvt_spec.spec import normalize_spec
+from cvt_spec.stages import mlp_width
 from cvt_spec.variants import VARIANTS
 
 # What the weights determine. NUM_HEADS, strides, paddings and drop rates leave no trace in any
@@ -24,10 +26,6 @@ BLOCK_KEY = re.compile(r"stage(\d+)\.blocks\.(\d+)\.")
 # `384x384` standing alone between non-digits, as in CvT-21-384x384-IN-1k.pth.
 RESOLUTION_IN_NAME = re.compile(r"(?<![0-9])([1-9][0-9]{1,3})x([1-9][0-9]{1,3})(?![0-9])", re.IGNORECASE)
 VERSION_IN_NAME = re.compile(r"(?<![a-z0-9])IN-?(1k|22k)(?![a-z0-9])", re.IGNORECASE)
-
-
-class RecognitionError(ValueError):
-    """A checkpoint or file name that does not say unambiguously what it holds; names what is missing."""
 
 
 @dataclass(frozen=True)
@@ -65,7 +63,7 @@ def _stage_signature(shapes, i):
     }
 
 
-def checkpoint_signature(shapes):
+def checkpoint_signature(shapes: dict) -> dict:
     """The SIGNATURE_KEYS of a state dict given as {key: shape}, plus `num_classes` (0 without head).
 
     Raises:
@@ -89,15 +87,17 @@ def checkpoint_signature(shapes):
     return signature
 
 
-def spec_signature(spec):
+def spec_signature(spec: dict) -> dict:
     """The SIGNATURE_KEYS a checkpoint of this normalized SPEC would show."""
     weighted = [method == "dw_bn" for method in spec["QKV_PROJ_METHOD"]]
     return {
         **{key: spec[key] for key in SIGNATURE_KEYS},
-        # The MLP width is int(dim * ratio), so the weights show the ratio only that precisely.
-        "MLP_RATIO": [int(d * r) / d for d, r in zip(spec["DIM_EMBED"], spec["MLP_RATIO"])],
-        "QKV_PROJ_METHOD": [m if w else WEIGHTLESS_PROJECTION for m, w in zip(spec["QKV_PROJ_METHOD"], weighted)],
-        "KERNEL_QKV": [k if w else None for k, w in zip(spec["KERNEL_QKV"], weighted)],
+        # The weights show the MLP width, so the ratio only as precisely as `mlp_width` keeps it.
+        "MLP_RATIO": [mlp_width(d, r) / d for d, r in zip(spec["DIM_EMBED"], spec["MLP_RATIO"], strict=True)],
+        "QKV_PROJ_METHOD": [
+            m if w else WEIGHTLESS_PROJECTION for m, w in zip(spec["QKV_PROJ_METHOD"], weighted, strict=True)
+        ],
+        "KERNEL_QKV": [k if w else None for k, w in zip(spec["KERNEL_QKV"], weighted, strict=True)],
     }
 
 
@@ -105,7 +105,7 @@ def _differences(found, expected):
     return [f"{key} {found[key]} (not {expected[key]})" for key in SIGNATURE_KEYS if found[key] != expected[key]]
 
 
-def recognize_variant(shapes, variants=None):
+def recognize_variant(shapes: dict, variants: dict | None = None) -> tuple[str, dict, int]:
     """(variant name, normalized SPEC, num_classes) of the one predefined variant these weights fit.
 
     Args:
@@ -135,7 +135,7 @@ def recognize_variant(shapes, variants=None):
     )
 
 
-def resolution_from_name(file_name):
+def resolution_from_name(file_name: str) -> tuple[int, int] | None:
     """(height, width) written in a file name as HxW, e.g. 384x384, or None if it has none.
 
     Raises:
@@ -148,13 +148,14 @@ def resolution_from_name(file_name):
     return sizes.pop() if sizes else None
 
 
-def version_from_name(file_name):
+def version_from_name(file_name: str) -> str | None:
     """'1k' or '22k' from an official name such as CvT-13-384x384-IN-22k.pth, else None."""
     versions = {v.lower() for v in VERSION_IN_NAME.findall(PurePath(file_name).name)}
     return versions.pop() if len(versions) == 1 else None
 
 
-def recognize(file_name, shapes, resolution=None, version=None, variants=None):
+def recognize(file_name: str, shapes: dict, resolution: tuple | None = None, version: str | None = None,
+              variants: dict | None = None) -> Recognized:
     """Everything a conversion needs, from a checkpoint's name and its {key: shape}.
 
     Args:

@@ -3,6 +3,8 @@
 `normalize_spec` turns a user's SPEC into one canonical, fully checked dict of per-stage lists.
 """
 
+from cvt_spec.errors import SpecError
+
 PROJ_METHODS = ("dw_bn", "avg", "linear")
 INITS = ("trunc_norm", "xavier")
 
@@ -29,10 +31,6 @@ PER_STAGE_KEYS = {
     "PADDING_Q": (int, 0, None),
     "STRIDE_Q": (int, 1, None),
 }
-
-
-class SpecError(ValueError):
-    """A SPEC that the official model could not build, naming the key and the value."""
 
 
 def _stage_values(spec, key, num_stages):
@@ -84,7 +82,7 @@ def _check_stage(spec, i):
         )
 
 
-def normalize_spec(spec):
+def normalize_spec(spec: dict) -> dict:
     """Checks an official SPEC and returns it with every per-stage key as a list.
 
     Scalars are repeated over the stages; rates default to 0, INIT to `trunc_norm`.
@@ -120,31 +118,3 @@ def normalize_spec(spec):
     for i in range(num_stages):
         _check_stage(normalized, i)
     return normalized
-
-
-def _conv_out(size, kernel, stride, padding):
-    return (size + 2 * padding - kernel) // stride + 1
-
-
-def check_input_size(spec, height, width):
-    """Checks that an image of `height` x `width` leaves every stage a non-empty grid.
-
-    Raises:
-        SpecError: a stage's patch embedding or key/value projection would get an empty input.
-    """
-    for i in range(spec["NUM_STAGES"]):
-        kernel, stride, padding = spec["PATCH_SIZE"][i], spec["PATCH_STRIDE"][i], spec["PATCH_PADDING"][i]
-        grid = [_conv_out(n, kernel, stride, padding) for n in (height, width)]
-        if min(grid) < 1:
-            raise SpecError(
-                f"input {height}x{width} is too small: stage {i} patch embedding (PATCH_SIZE {kernel}, "
-                f"PATCH_PADDING {padding}) needs at least {max(kernel - 2 * padding, 1)} pixels, "
-                f"gets {min(height, width)}"
-            )
-        height, width = grid
-        kernel, padding = spec["KERNEL_QKV"][i], spec["PADDING_KV"][i]
-        if spec["QKV_PROJ_METHOD"][i] != "linear" and min(height, width) + 2 * padding < kernel:
-            raise SpecError(
-                f"input too small: stage {i} has a {height}x{width} grid, its key/value projection "
-                f"(KERNEL_QKV {kernel}, PADDING_KV {padding}) needs at least {kernel - 2 * padding}"
-            )

@@ -3,6 +3,7 @@
 One table serves official_ref (PyTorch) and cvt_tf (Keras).
 """
 
+from cvt_spec.errors import SpecError
 from cvt_spec.spec import normalize_spec
 
 _COMMON = {
@@ -50,14 +51,14 @@ VARIANTS = {
 }
 
 
-def variant_spec(name):
+def variant_spec(name: str) -> dict:
     """Returns a normalized copy of the SPEC of a predefined variant.
 
     Raises:
-        ValueError: `name` is not a predefined variant; the message lists the valid ones.
+        SpecError: `name` is not a predefined variant; the message lists the valid ones.
     """
     if name not in VARIANTS:
-        raise ValueError(
+        raise SpecError(
             f"unknown configuration {name!r}; valid: {', '.join(sorted(VARIANTS))}"
         )
     return normalize_spec(VARIANTS[name])
