@@ -3,6 +3,11 @@
 Loads official checkpoints with strict=True; imports no TensorFlow.
 """
 
-from official_ref.model import ConvolutionalVisionTransformer, build_model
+from official_ref.model import (
+    ConvolutionalVisionTransformer,
+    build_model,
+    load_reference,
+    official_state_dict_shapes,
+)
 
-__all__ = ["ConvolutionalVisionTransformer", "build_model"]
+__all__ = ["ConvolutionalVisionTransformer", "build_model", "load_reference", "official_state_dict_shapes"]

@@ -9,6 +9,8 @@ import torch
 from timm.layers import DropPath
 from torch import nn
 
+from cvt_spec import SpecError, StageSpec
+
 
 class QuickGELU(nn.Module):
     """x * sigmoid(1.702 x): the activation `get_cls_model` passes to the official model."""
@@ -27,17 +29,17 @@ class LayerNorm(nn.LayerNorm):
         return super().forward(x.float()).type(x.dtype)
 
 
-def grid_to_tokens(x):
+def grid_to_tokens(x: torch.Tensor) -> torch.Tensor:
     """(b, c, h, w) -> (b, h*w, c)."""
     return x.flatten(2).transpose(1, 2)
 
 
-def tokens_to_grid(x, h, w):
+def tokens_to_grid(x: torch.Tensor, h: int, w: int) -> torch.Tensor:
     """(b, h*w, c) -> (b, c, h, w)."""
     return x.transpose(1, 2).reshape(x.shape[0], x.shape[2], h, w)
 
 
-def build_projection(method, dim, kernel_size, padding, stride):
+def build_projection(method: str, dim: int, kernel_size: int, padding: int, stride: int) -> nn.Module | None:
     """The conv projection of q, k or v: None for `linear` (identity)."""
     if method == "dw_bn":
         return nn.Sequential(OrderedDict([
@@ -51,27 +53,28 @@ def build_projection(method, dim, kernel_size, padding, stride):
         ]))
     if method == "linear":
         return None
-    raise ValueError(f"unknown QKV_PROJ_METHOD {method!r}; valid: dw_bn, avg, linear")
+    raise SpecError(f"unknown QKV_PROJ_METHOD {method!r}; valid: dw_bn, avg, linear")
 
 
 class Attention(nn.Module):
-    def __init__(self, dim, num_heads, qkv_bias, method, kernel_size, stride_kv, stride_q,
-                 padding_kv, padding_q, with_cls_token, attn_drop=0.0, proj_drop=0.0):
+    """The official convolutional attention of one stage's block."""
+
+    def __init__(self, stage: StageSpec):
         super().__init__()
-        self.num_heads = num_heads
+        dim = stage.dim
+        self.num_heads = stage.num_heads
         self.scale = dim ** -0.5  # whole width, as the official code
-        self.with_cls_token = with_cls_token
-        self.method = method
-        q_method = "linear" if method == "avg" else method  # avg leaves q as it is
-        self.conv_proj_q = build_projection(q_method, dim, kernel_size, padding_q, stride_q)
-        self.conv_proj_k = build_projection(method, dim, kernel_size, padding_kv, stride_kv)
-        self.conv_proj_v = build_projection(method, dim, kernel_size, padding_kv, stride_kv)
-        self.proj_q = nn.Linear(dim, dim, bias=qkv_bias)
-        self.proj_k = nn.Linear(dim, dim, bias=qkv_bias)
-        self.proj_v = nn.Linear(dim, dim, bias=qkv_bias)
-        self.attn_drop = nn.Dropout(attn_drop)
+        self.with_cls_token = stage.cls_token
+        self.method = stage.method
+        self.conv_proj_q = build_projection(stage.q_method, dim, stage.kernel_size, stage.padding_q, stage.stride_q)
+        self.conv_proj_k = build_projection(stage.method, dim, stage.kernel_size, stage.padding_kv, stage.stride_kv)
+        self.conv_proj_v = build_projection(stage.method, dim, stage.kernel_size, stage.padding_kv, stage.stride_kv)
+        self.proj_q = nn.Linear(dim, dim, bias=stage.qkv_bias)
+        self.proj_k = nn.Linear(dim, dim, bias=stage.qkv_bias)
+        self.proj_v = nn.Linear(dim, dim, bias=stage.qkv_bias)
+        self.attn_drop = nn.Dropout(stage.attn_drop_rate)
         self.proj = nn.Linear(dim, dim)
-        self.proj_drop = nn.Dropout(proj_drop)
+        self.proj_drop = nn.Dropout(stage.drop_rate)
 
     def _qkv(self, x, h, w):
         if self.method == "linear":
@@ -115,13 +118,15 @@ class Mlp(nn.Module):
 
 
 class Block(nn.Module):
-    def __init__(self, dim, num_heads, mlp_ratio, drop, drop_path, **attention):
+    """Pre-norm attention and MLP, each added back through stochastic depth at rate `drop_path`."""
+
+    def __init__(self, stage: StageSpec, drop_path: float):
         super().__init__()
-        self.norm1 = LayerNorm(dim)
-        self.attn = Attention(dim, num_heads, proj_drop=drop, **attention)
+        self.norm1 = LayerNorm(stage.dim)
+        self.attn = Attention(stage)
         self.drop_path = DropPath(drop_path) if drop_path > 0.0 else nn.Identity()
-        self.norm2 = LayerNorm(dim)
-        self.mlp = Mlp(dim, int(dim * mlp_ratio), drop)
+        self.norm2 = LayerNorm(stage.dim)
+        self.mlp = Mlp(stage.dim, stage.hidden_dim, stage.drop_rate)
 
     def forward(self, x, h, w):
         x = x + self.drop_path(self.attn(self.norm1(x), h, w))
