@@ -8,11 +8,13 @@ from importlib import resources
 
 import numpy as np
 
+from cvt_spec import InputError
+
 NUM_IMAGENET_CLASSES = 1000
 
 
 @functools.cache
-def imagenet_classes():
+def imagenet_classes() -> tuple[tuple[str, str], ...]:
     """((wnid, name), ...) for class indices 0..999, read from the package data."""
     text = resources.files("cvt_tf").joinpath("data", "imagenet_classes.txt").read_text(encoding="utf-8")
     classes = tuple(tuple(line.split("\t")) for line in text.splitlines())
@@ -21,13 +23,13 @@ def imagenet_classes():
     return classes
 
 
-def top_classes(scores, top=5):
+def top_classes(scores, top: int = 5) -> np.ndarray:
     """Indices of the `top` highest scores of one row, highest first (ties keep the lower index)."""
     scores = np.asarray(scores)
     return np.argsort(-scores, kind="stable")[:top]
 
 
-def decode_predictions(preds, top=5):
+def decode_predictions(preds, top: int = 5) -> list[list[tuple]]:
     """The `top` ImageNet classes of each row of `preds`, as Keras applications decode them.
 
     Args:
@@ -39,9 +41,9 @@ def decode_predictions(preds, top=5):
     """
     preds = np.asarray(preds)
     if preds.ndim != 2 or preds.shape[1] != NUM_IMAGENET_CLASSES:
-        raise ValueError(f"preds must have shape (batch, {NUM_IMAGENET_CLASSES}), got {preds.shape}")
+        raise InputError(f"preds must have shape (batch, {NUM_IMAGENET_CLASSES}), got {preds.shape}")
     if isinstance(top, bool) or not isinstance(top, int) or not 1 <= top <= NUM_IMAGENET_CLASSES:
-        raise ValueError(f"top must be an integer in 1..{NUM_IMAGENET_CLASSES}, got {top!r}")
+        raise InputError(f"top must be an integer in 1..{NUM_IMAGENET_CLASSES}, got {top!r}")
     classes = imagenet_classes()
     return [
         [(*classes[index], float(row[index])) for index in top_classes(row, top)]

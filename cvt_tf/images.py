@@ -8,6 +8,8 @@ from pathlib import Path
 
 from PIL import Image
 
+from cvt_spec import InputError
+
 # PIL's decompression-bomb threshold (about 89.5 million pixels, e.g. 9459x9459).
 MAX_PIXELS = Image.MAX_IMAGE_PIXELS
 # One channel wider than 8 bits: PIL's convert("RGB") clips every value above 255, so the
@@ -16,11 +18,11 @@ WIDE_GRAYSCALE_MODES = ("I", "I;16", "I;16B", "I;16L", "I;16N", "F")
 DECODE_ERRORS = (OSError, SyntaxError, ValueError, EOFError)
 
 
-class ImageError(ValueError):
+class ImageError(InputError):
     """An image file that cannot be read, or would be misread by the official loader."""
 
 
-def open_image(path, max_pixels=MAX_PIXELS):
+def open_image(path, max_pixels: int = MAX_PIXELS) -> Image.Image:
     """The decoded image at `path` in its own PIL mode (first frame of an animation).
 
     Raises:
@@ -54,7 +56,7 @@ def open_image(path, max_pixels=MAX_PIXELS):
     return image
 
 
-def to_rgb(image, path="image"):
+def to_rgb(image: Image.Image, path="image") -> Image.Image:
     """8-bit RGB as the official loader makes it: PIL `convert("RGB")` (alpha dropped, not composited).
 
     Raises:
@@ -68,7 +70,7 @@ def to_rgb(image, path="image"):
     return image if image.mode == "RGB" else image.convert("RGB")
 
 
-def load_image(path, max_pixels=MAX_PIXELS):
+def load_image(path, max_pixels: int = MAX_PIXELS) -> Image.Image:
     """The image at `path` as the 8-bit RGB PIL image the official evaluation would have seen.
 
     Grayscale, palette, CMYK and RGBA files are converted like the official loader converts them;

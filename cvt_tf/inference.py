@@ -6,25 +6,20 @@ What the bench times as `tf-function`, and what its TFLite conversion starts fro
 import tensorflow as tf
 from tensorflow.python.framework.convert_to_constants import convert_variables_to_constants_v2
 
-from cvt_tf.layers import DEFAULT_INFERENCE_STREAMS, inference_streams, tracing_for_frozen_weights
+from cvt_tf.layers.options import DEFAULT_INFERENCE_STREAMS, InferenceOptions, check_count
 
 # Freezing copies the weights into the graph several times: cvt-w24 (277M weights) took 218 s and
 # 12.5 GB of RAM (2 cores), so larger models keep live variables unless asked.
 FREEZE_MAX_WEIGHTS = 64_000_000
 
 
-def _check_count(name, value):
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
-
-
-def set_cpu_threads(cores):
+def set_cpu_threads(cores: int) -> dict:
     """TensorFlow's CPU threads for `inference_function`: one intra-op thread, `cores` inter-op threads.
 
     Each op then runs on the thread that schedules it, and the model's independent streams keep
     the cores busy. Call it before TensorFlow runs its first op; returns the two settings.
     """
-    _check_count("cores", cores)
+    check_count("cores", cores)
     try:
         tf.config.threading.set_intra_op_parallelism_threads(1)
         tf.config.threading.set_inter_op_parallelism_threads(cores)
@@ -39,7 +34,8 @@ def set_cpu_threads(cores):
     }
 
 
-def inference_function(model, input_shape, jit_compile=False, freeze="auto", streams=DEFAULT_INFERENCE_STREAMS):
+def inference_function(model, input_shape: tuple, jit_compile: bool = False, freeze: bool | str = "auto",
+                       streams: int = DEFAULT_INFERENCE_STREAMS) -> tf.types.experimental.GenericFunction:
     """A `tf.function` computing `model(images, training=False)` for one fixed input shape.
 
     Frozen, the weights are a snapshot taken now: BatchNorm, the attention scale and QuickGELU's
@@ -51,26 +47,19 @@ def inference_function(model, input_shape, jit_compile=False, freeze="auto", str
         input_shape: (batch, H, W, C), or (batch, C, H, W) for a channels_first model; batch may be None.
         jit_compile: compile the graph with XLA.
         freeze: True, False, or "auto": freeze models of at most `FREEZE_MAX_WEIGHTS` weights.
-        streams: independent parts of each call run side by side (see `cvt_tf.layers.inference_streams`);
+        streams: independent parts of each call run side by side (`cvt_tf.layers.InferenceOptions`);
             fastest with one per core and `cvt_tf.set_cpu_threads(cores)`. 1 computes in one piece.
     """
-    _check_count("streams", streams)
+    check_count("streams", streams)
     signature = [tf.TensorSpec(tuple(input_shape), tf.float32, name="images")]
     if freeze == "auto":
         freeze = model.count_params() <= FREEZE_MAX_WEIGHTS
+    options = InferenceOptions(streams=streams, frozen_weights=bool(freeze))
 
     def call(images):
-        with inference_streams(streams):
-            return model(images, training=False)
+        return model(images, training=False, options=options)
 
     if not freeze:
         return tf.function(call, input_signature=signature, jit_compile=jit_compile, reduce_retracing=False)
-
-    def call_frozen(images):
-        with tracing_for_frozen_weights(), inference_streams(streams):
-            return model(images, training=False)
-
-    frozen = convert_variables_to_constants_v2(
-        tf.function(call_frozen, input_signature=signature).get_concrete_function()
-    )
+    frozen = convert_variables_to_constants_v2(tf.function(call, input_signature=signature).get_concrete_function())
     return tf.function(lambda images: frozen(images)[0], input_signature=signature, jit_compile=jit_compile)

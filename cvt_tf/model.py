@@ -6,31 +6,37 @@ Built from a predefined configuration or an official SPEC; channels_last inside.
 import keras
 from keras import layers, ops
 
-from cvt_spec import normalize_spec, variant_spec
-from cvt_tf.artifact import restore_artifact
-from cvt_tf.layers import (
-    DEFAULT_INFERENCE_STREAMS,
-    flatten_grid,
-    inference_stream_count,
-    inference_streams,
-    layer_norm,
-    split_evenly,
-    trunc_normal_initializer,
-)
+from cvt_spec import InputError, normalize_spec, stage_specs, variant_spec
+from cvt_tf.layers.common import flatten_grid, layer_norm, split_evenly, trunc_normal_initializer
+from cvt_tf.layers.options import DEFAULT_INFERENCE_STREAMS, WHOLE, InferenceOptions
+from cvt_tf.layers.stage import Stage, stage_arguments
 from cvt_tf.pretrained import pretrained_artifact
-from cvt_tf.stage import Stage, stage_kwargs
+from cvt_tf.weights import restore_artifact
 
 DATA_FORMATS = ("channels_last", "channels_first")
+PREDICT_OPTIONS = InferenceOptions(streams=DEFAULT_INFERENCE_STREAMS)
 
 
-def resolve_spec(configuration, spec):
+def resolve_spec(configuration: str | None, spec: dict | None) -> dict:
     """The normalized SPEC named by exactly one of `configuration` and `spec`."""
     if (configuration is None) == (spec is None):
-        raise ValueError(
+        raise InputError(
             "give exactly one of configuration= (e.g. 'cvt-21') and spec= (official SPEC keys); "
             f"got configuration={configuration!r}, spec={'given' if spec is not None else None}"
         )
     return variant_spec(configuration) if configuration is not None else normalize_spec(spec)
+
+
+def _check_arguments(data_format, num_classes, pretrained, configuration):
+    if data_format not in DATA_FORMATS:
+        raise InputError(f"data_format must be one of {DATA_FORMATS}, got {data_format!r}")
+    if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 0:
+        raise InputError(f"num_classes must be an integer >= 0, got {num_classes!r}")
+    if pretrained and configuration is None:
+        raise InputError(
+            "pretrained=True needs configuration= (cvt-13, cvt-21 or cvt-w24), not spec=; "
+            "load your own converted weights with cvt_tf.load_artifact"
+        )
 
 
 @keras.saving.register_keras_serializable(package="cvt_tf")
@@ -52,7 +58,9 @@ class CvT(keras.Model):
         pretrained_version: "1k" or "22k", its pretraining data.
 
     Under a mixed precision policy the LayerNorms, the attention softmax, the head and its activation
-    run in float32, so the output is float32.
+    run in float32, so the output is float32. `call` takes `options=` (`cvt_tf.layers.InferenceOptions`):
+    streams, attention query chunks and frozen-weight folds of an inference call; `predict` runs
+    `PREDICT_OPTIONS`.
     """
 
     def __init__(
@@ -61,19 +69,11 @@ class CvT(keras.Model):
         pretrained_resolution=224, pretrained_version="1k", name="cvt", **kwargs,
     ):
         super().__init__(name=name, **kwargs)
-        if data_format not in DATA_FORMATS:
-            raise ValueError(f"data_format must be one of {DATA_FORMATS}, got {data_format!r}")
-        if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 0:
-            raise ValueError(f"num_classes must be an integer >= 0, got {num_classes!r}")
-        pretrained_path = None
-        if pretrained:
-            if configuration is None:
-                raise ValueError(
-                    "pretrained=True needs configuration= (cvt-13, cvt-21 or cvt-w24), not spec=; "
-                    "load your own converted weights with cvt_tf.load_artifact"
-                )
-            # Located before any layer is made: a missing file fails at once.
-            pretrained_path = pretrained_artifact(configuration, pretrained_resolution, pretrained_version)
+        _check_arguments(data_format, num_classes, pretrained, configuration)
+        # Located before any layer is made: a missing file fails at once.
+        pretrained_path = (
+            pretrained_artifact(configuration, pretrained_resolution, pretrained_version) if pretrained else None
+        )
         self.configuration = configuration
         self.spec = resolve_spec(configuration, spec)
         self.num_classes = num_classes
@@ -81,10 +81,7 @@ class CvT(keras.Model):
         self.data_format = data_format
         self.classifier_activation = classifier_activation
         self.include_top = include_top
-        self.stages = [
-            Stage(**stage_kwargs(self.spec, i), name=f"stage{i}")
-            for i in range(self.spec["NUM_STAGES"])
-        ]
+        self.stages = [Stage(**stage_arguments(stage), name=f"stage{stage.index}") for stage in stage_specs(self.spec)]
         self.has_cls_token = self.spec["CLS_TOKEN"][-1]
         self.num_features = self.spec["DIM_EMBED"][-1]
         self.norm = layer_norm("norm")
@@ -106,7 +103,7 @@ class CvT(keras.Model):
         else:
             _, height, width, channels = input_shape
         if channels is not None and channels != self.in_chans:
-            raise ValueError(f"input has {channels} channels, the model was made with in_chans={self.in_chans}")
+            raise InputError(f"input has {channels} channels, the model was made with in_chans={self.in_chans}")
         self.serving_input_shape = (None, *input_shape[1:])
         # Known sizes flow through the stages, so summary() shows each stage's output grid.
         grid_shape = (None, height, width, self.in_chans)
@@ -120,40 +117,47 @@ class CvT(keras.Model):
             self.head.build((None, self.num_features))
         self.built = True
 
-    def forward_stages(self, inputs, training=None):
+    def build_for_any_size(self) -> "CvT":
+        """Builds the model for images of any height and width (in its data format); returns it."""
+        if not self.built:
+            channels_first = self.data_format == "channels_first"
+            self.build((None, self.in_chans, None, None) if channels_first else (None, None, None, self.in_chans))
+        return self
+
+    def forward_stages(self, inputs, training=None, options: InferenceOptions | None = None) -> dict:
         """Returns {"stage0": grid, ..., "features": pooled vector, "logits": head output}."""
+        options = options or WHOLE
         x = inputs
         if self.data_format == "channels_first":
             x = ops.transpose(x, (0, 2, 3, 1))
         outputs = {}
         for i, stage in enumerate(self.stages):
-            x = stage(x, training=training)
+            x = stage(x, training=training, options=options)
             if stage.with_cls_token:
                 x, cls_token = x
             outputs[f"stage{i}"] = x
-        if self.has_cls_token:
-            features = self.norm(cls_token)[:, 0]
-        else:
-            # Official order: LayerNorm every token, then average them.
-            features = ops.mean(self.norm(flatten_grid(x)), axis=1)
+        # Without a cls token, the official order: LayerNorm every token, then average them.
+        features = self.norm(cls_token)[:, 0] if self.has_cls_token else ops.mean(self.norm(flatten_grid(x)), axis=1)
         outputs["features"] = features
         if self.head is not None:
             outputs["logits"] = self.activation(self.head(features))
         return outputs
 
-    def call(self, inputs, training=None):
-        streams, batch = inference_stream_count(), inputs.shape[0]
-        if streams > 1 and not training and batch is not None and batch >= streams:
+    def call(self, inputs, training=None, options: InferenceOptions | None = None):
+        options = options or WHOLE
+        batch = inputs.shape[0]
+        if options.streams > 1 and not training and batch is not None and batch >= options.streams:
             # Whole images per stream: no stream waits for another until the end.
-            with inference_streams(None):
-                return ops.concatenate([self.call(part) for part in split_evenly(inputs, streams, axis=0)], axis=0)
-        outputs = self.forward_stages(inputs, training=training)
+            one_stream = options.in_one_stream()
+            parts = split_evenly(inputs, options.streams, axis=0)
+            return ops.concatenate([self.call(part, options=one_stream) for part in parts], axis=0)
+        outputs = self.forward_stages(inputs, training=training, options=options)
         return outputs["logits"] if self.head is not None else outputs["features"]
 
     def predict_step(self, data):
-        """`model.predict` runs its graph in `DEFAULT_INFERENCE_STREAMS` streams (`inference_streams`)."""
-        with inference_streams(DEFAULT_INFERENCE_STREAMS):
-            return super().predict_step(data)
+        """`model.predict` runs its graph with `PREDICT_OPTIONS` (independent streams)."""
+        x, _, _ = keras.utils.unpack_x_y_sample_weight(data)
+        return self(x, training=False, options=PREDICT_OPTIONS)
 
     def export(self, filepath, format="tf_saved_model", verbose=None, input_signature=None, **kwargs):
         """`keras.Model.export`, whose default signature is the shape given to `build`, any batch size.
@@ -176,4 +180,3 @@ class CvT(keras.Model):
             include_top=self.include_top,
         )
         return config
-

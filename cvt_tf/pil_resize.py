@@ -11,7 +11,7 @@ BICUBIC_A = -0.5
 BICUBIC_SUPPORT = 2.0
 
 
-def bicubic_filter(x):
+def bicubic_filter(x: tf.Tensor) -> tf.Tensor:
     """Keys' cubic convolution kernel with a = -0.5, as Pillow's `bicubic_filter`."""
     x = tf.abs(x)
     near = ((BICUBIC_A + 2.0) * x - (BICUBIC_A + 3.0)) * x * x + 1.0
@@ -19,7 +19,7 @@ def bicubic_filter(x):
     return tf.where(x < 1.0, near, tf.where(x < 2.0, far, tf.zeros_like(x)))
 
 
-def fixed_point_coefficients(in_size, out_size):
+def fixed_point_coefficients(in_size, out_size) -> tf.Tensor:
     """(out_size, in_size) float64 matrix of Pillow's integer coefficients for one axis.
 
     Output pixel i samples around center (i + 0.5) * in/out; when shrinking, the kernel is
@@ -47,7 +47,7 @@ def _to_8bit(sums):
     return tf.clip_by_value(tf.floor((sums + half) / float(1 << PRECISION_BITS)), 0.0, 255.0)
 
 
-def resize_bicubic_8bit(pixels, height, width):
+def resize_bicubic_8bit(pixels, height, width) -> tf.Tensor:
     """(batch, H, W, C) integer pixel values 0..255 -> (batch, height, width, C) float64, as PIL.
 
     Equals `Image.resize((width, height), Image.BICUBIC)` on 8-bit images; `height` and `width`

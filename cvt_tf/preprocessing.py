@@ -11,6 +11,7 @@ import numpy as np
 from keras import ops
 from PIL import Image
 
+from cvt_spec import InputError
 from cvt_tf.images import load_image
 from cvt_tf.pil_resize import resize_bicubic_8bit
 
@@ -22,15 +23,15 @@ CROP_RATIO = 0.875
 NO_CROP_SIZES = (384,)
 
 
-def as_resolution(resolution):
+def as_resolution(resolution: int | tuple) -> tuple[int, int]:
     """`224` -> (224, 224); `(97, 113)` stays (height, width)."""
     sizes = (resolution, resolution) if isinstance(resolution, int) else tuple(resolution)
     if len(sizes) != 2 or not all(isinstance(s, int) and not isinstance(s, bool) and s > 0 for s in sizes):
-        raise ValueError(f"resolution must be a positive int or (height, width), got {resolution!r}")
+        raise InputError(f"resolution must be a positive int or (height, width), got {resolution!r}")
     return sizes
 
 
-def official_center_crop(height, width):
+def official_center_crop(height: int, width: int) -> bool:
     """Whether the official evaluation center-crops at this input size.
 
     True at 224 (and any square size but 384, the config default); False at 384 as in its YAMLs.
@@ -54,23 +55,23 @@ class EvalTransform:
 
     def __post_init__(self):
         if self.center_crop and self.height != self.width:
-            raise ValueError(f"center_crop needs a square size, got {self.height}x{self.width}")
+            raise InputError(f"center_crop needs a square size, got {self.height}x{self.width}")
 
     @classmethod
-    def official(cls, resolution, center_crop=None):
+    def official(cls, resolution: int | tuple, center_crop: bool | None = None) -> "EvalTransform":
         height, width = as_resolution(resolution)
         if center_crop is None:
             center_crop = official_center_crop(height, width)
         return cls(height, width, bool(center_crop))
 
-    def describe(self):
+    def describe(self) -> str:
         """One line for people, e.g. `bicubic resize of the shorter side to 256, center crop 224x224`."""
         size = f"{self.height}x{self.width}"
         if self.center_crop:
             return f"bicubic resize of the shorter side to {int(self.height / CROP_RATIO)}, center crop {size}"
         return f"bicubic resize to {size}, no crop"
 
-    def resized_size(self, height, width, minimum=min):
+    def resized_size(self, height, width, minimum=min) -> tuple:
         """(height, width) after the resize. Python ints, or tensors with `minimum=ops.minimum`.
 
         torchvision gives the longer side int(side * long / short), i.e. side * long // short.
@@ -81,7 +82,7 @@ class EvalTransform:
         short = minimum(height, width)
         return side * height // short, side * width // short
 
-    def crop_offsets(self, height, width):
+    def crop_offsets(self, height, width) -> tuple:
         """(top, left) of torchvision's center crop: int(round(excess / 2)), halves rounded to even."""
         return _half_rounded_to_even(height - self.height), _half_rounded_to_even(width - self.width)
 
@@ -100,23 +101,23 @@ def _as_images(images):
         if images.ndim == 3:
             images = [images]
         elif images.ndim != 4:
-            raise ValueError(f"images must be (H, W, 3) or (N, H, W, 3), got shape {images.shape}")
+            raise InputError(f"images must be (H, W, 3) or (N, H, W, 3), got shape {images.shape}")
     result = []
     for image in images:
         if isinstance(image, (str, Path)):
             image = load_image(image)
         elif isinstance(image, np.ndarray):
             if image.dtype != np.uint8 or image.ndim != 3 or image.shape[-1] != 3:
-                raise ValueError(
+                raise InputError(
                     "image arrays must be uint8 RGB (H, W, 3) with values 0-255, as the official loader "
                     f"reads them; got {image.dtype} {image.shape}"
                 )
             image = Image.fromarray(image)
         elif isinstance(image, Image.Image):
             if image.mode != "RGB":
-                raise ValueError(f"PIL images must be RGB, got mode {image.mode}; use cvt_tf.load_image")
+                raise InputError(f"PIL images must be RGB, got mode {image.mode}; use cvt_tf.load_image")
         else:
-            raise ValueError(f"expected a path, PIL image or uint8 array, got {type(image).__name__}")
+            raise InputError(f"expected a path, PIL image or uint8 array, got {type(image).__name__}")
         result.append(image)
     return result
 
@@ -127,7 +128,7 @@ def _normalize(pixels):
     return (scaled - np.asarray(IMAGENET_MEAN, np.float32)) / np.asarray(IMAGENET_STD, np.float32)
 
 
-def resize_bicubic_pil(image, height, width):
+def resize_bicubic_pil(image: Image.Image, height: int, width: int) -> Image.Image:
     """PIL's bicubic resize with the horizontal pass first, as every Pillow before 13 ran it.
 
     Pillow 13 (python-pillow/Pillow#9549) runs the vertical pass first when the height shrinks
@@ -139,7 +140,7 @@ def resize_bicubic_pil(image, height, width):
     )
 
 
-def preprocess_input(images, resolution=224, center_crop=None):
+def preprocess_input(images, resolution: int | tuple = 224, center_crop: bool | None = None) -> np.ndarray:
     """Images -> the (N, H, W, 3) float32 batch the official evaluation feeds CvT at `resolution`.
 
     torchvision's `Resize` + `CenterCrop` + `ToTensor` + `Normalize` on PIL images, step for step,
