@@ -8,15 +8,17 @@ import re
 import zipfile
 from pathlib import Path
 
+import numpy as np
 import torch
 
-from cvt_spec.files import InputFileError, check_input_file
+from cvt_spec import InputError, InputFileError
+from cvt_spec.files import check_input_file
 
 WRAPPER_KEYS = ("state_dict", "model")
 MODULE_PREFIX = "module."
 
 
-class CheckpointError(ValueError):
+class CheckpointError(InputError):
     """A checkpoint file that cannot be read as a state dict; the message names the file."""
 
 
@@ -52,7 +54,7 @@ def _unpickling_problem(error):
     return f"not a readable torch checkpoint (damaged pickle data: {detail})"
 
 
-def unwrap_state_dict(loaded, source="checkpoint"):
+def unwrap_state_dict(loaded, source: str = "checkpoint") -> dict:
     """The tensors of a state dict, unwrapped from `state_dict`/`model` and without `module.`."""
     while isinstance(loaded, dict) and any(key in loaded for key in WRAPPER_KEYS):
         inner = next(loaded[key] for key in WRAPPER_KEYS if key in loaded)
@@ -61,21 +63,33 @@ def unwrap_state_dict(loaded, source="checkpoint"):
         loaded = inner
     if not isinstance(loaded, dict) or not loaded:
         raise CheckpointError(f"{source}: holds no state dict (found {type(loaded).__name__})")
-    state_dict = {}
+    state_dict, original_key = {}, {}
     for key, value in loaded.items():
         if not isinstance(key, str):
             raise CheckpointError(f"{source}: key {key!r} ({type(key).__name__}) is not a string")
         if not isinstance(value, torch.Tensor):
             raise CheckpointError(f"{source}: {key} is a {type(value).__name__}, not a tensor")
-        name = key[len(MODULE_PREFIX):] if key.startswith(MODULE_PREFIX) else key
-        state_dict[name] = value
+        name = key.removeprefix(MODULE_PREFIX)
+        if name in state_dict:
+            raise CheckpointError(
+                f"{source}: keys {original_key[name]} and {key} both name {name} once `{MODULE_PREFIX}` is "
+                "stripped; keep one of them"
+            )
+        state_dict[name], original_key[name] = value, key
     return state_dict
 
 
-def to_numpy(tensor):
-    # numpy has no bfloat16: widen it here (exactly); float16 stays float16 until validation widens it.
+# What torch's allocator gives every tensor. Weights at other addresses (safetensors' views into
+# the file) make MKL take other code paths, and the reference's outputs then differ in the last bit.
+ALIGNMENT_BYTES = 64
+
+
+def to_numpy(tensor: torch.Tensor) -> np.ndarray:
+    """The tensor as a numpy array on a 64-byte-aligned address; bfloat16 is widened to float32 (exactly)."""
     if tensor.dtype == torch.bfloat16:
-        tensor = tensor.float()
+        tensor = tensor.float()  # numpy has no bfloat16; float16 stays float16 until the layout check widens it
+    elif tensor.data_ptr() % ALIGNMENT_BYTES:
+        tensor = tensor.clone()
     return tensor.detach().numpy()
 
 
@@ -91,7 +105,7 @@ def _arrays(tensors, source, dtype_notes):
     return arrays
 
 
-def load_checkpoint(path, dtype_notes=None):
+def load_checkpoint(path, dtype_notes: list | None = None) -> dict:
     """Reads an official checkpoint (`.pth` or safetensors) as {key: numpy array}.
 
     Accepts a bare state dict or one wrapped in `state_dict` or `model`; strips `module.`.
