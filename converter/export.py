@@ -1,92 +1,171 @@
-"""Writing a release artifact: `<name>.weights.h5` and its `<name>.json` manifest, atomically.
+"""Exporting a converted artifact: official-layout `.pth`, TFLite and SavedModel, each checked from disk.
 
-Both are written to temporary files in the output directory and renamed into place.
+An export never overwrites an existing output unless forced, and is recorded in the artifact's manifest.
 """
 
 import json
-import os
-import platform
+import time
+from dataclasses import dataclass
 from pathlib import Path
 
-from converter.safe_write import (
-    check_room,
-    estimated_h5_size,
-    fsync_dir,
-    make_dirs,
-    remove_empty_dirs,
-    remove_stale_temps,
-    temp_path,
+import numpy as np
+import torch
+
+from converter.atomic import write_text_file, writing
+from converter.manifest import library_versions
+from converter.parity import DEFAULT_ATOL, ParityRun, check_parity
+from converter.reverse import official_state_dict
+from converter.tf_formats import logits_agreement, run_saved_model, run_tflite, tflite_flatbuffer, write_saved_model
+from cvt_spec import ArtifactError, CheckFailed, InputError
+from cvt_spec.artifacts import (
+    EXPORT_FORMATS,
+    artifact_paths,
+    default_export_path,
+    load_manifest,
+    path_sha256,
+    path_size,
+    read_manifest,
 )
-from cvt_tf.artifact import MANIFEST_SUFFIX, WEIGHTS_SUFFIX, file_sha256
-
-MANIFEST_FORMAT = "cvt-convert artifact v1"
-
-
-def library_versions():
-    import h5py
-    import keras
-    import numpy
-    import tensorflow
-    import torch
-
-    return {
-        "python": platform.python_version(), "torch": torch.__version__,
-        "tensorflow": tensorflow.__version__, "keras": keras.__version__,
-        "numpy": numpy.__version__, "h5py": h5py.__version__,
-    }
+from cvt_tf import load_artifact
+from official_ref import load_reference
 
 
-def _fsync_write(path, text):
-    with open(path, "w") as handle:
-        handle.write(text)
-        handle.flush()
-        os.fsync(handle.fileno())
+class ExportError(InputError):
+    """An export that cannot start: bad artifact, bad options, or an output already there."""
 
 
-def write_artifact(model, out_dir, name, manifest):
-    """Saves the model's weights and the manifest under `out_dir`; returns both paths.
+class ExportParityError(CheckFailed):
+    """The exported file, run back from disk, differs from the Keras model above the tolerance."""
 
-    `manifest` gets an `artifact` entry (file, sha256, size). Nothing is left behind on failure:
-    neither a temporary file nor a directory this call created. Temporary files of writers that
-    were killed mid-write are removed first. The manifest is renamed into place last; a reader
-    checks the weights against its sha256.
+
+@dataclass
+class ExportJob:
+    artifact: Path
+    format: str
+    out: Path = None  # None: beside the artifact, named after it
+    quantize: str = "none"
+    force: bool = False
+    resolution: tuple = None  # (height, width); None: the manifest's
+    samples: int = 8  # parity inputs, seeded like the conversion's
+    seed: int = 0
+    atol: float = DEFAULT_ATOL
+    command: str = ""
+
+    def parity_run(self, manifest: dict) -> ParityRun:
+        resolution = tuple(self.resolution or manifest["resolution"])
+        return ParityRun(resolution, self.atol, batch=self.samples, seed=self.seed)
+
+
+def record_export(manifest_path: Path, entry: dict) -> None:
+    """Adds `entry` to the manifest's `exports` list (replacing one for the same file), atomically.
+
+    The manifest file behind `manifest_path` (a link into the artifact's current version) is rewritten.
     """
-    out_dir = Path(out_dir)
-    weights_path = out_dir / (name + WEIGHTS_SUFFIX)
-    manifest_path = out_dir / (name + MANIFEST_SUFFIX)
-    temp_weights = temp_path(out_dir, name, WEIGHTS_SUFFIX)
-    temp_manifest = temp_path(out_dir, name, MANIFEST_SUFFIX)
-    created = make_dirs(out_dir)
-    written, target = False, weights_path
+    manifest_path = Path(manifest_path)
+    behind = manifest_path.resolve()
+    manifest = load_manifest(behind)
+    exports = [e for e in manifest.get("exports", []) if e.get("file") != entry["file"]]
+    manifest["exports"] = [*exports, entry]
+    with writing(behind, naming=manifest_path) as staged:
+        write_text_file(staged, json.dumps(manifest, indent=2) + "\n")
+
+
+def _check_pth(staged, model, manifest, run):
+    state_dict = torch.load(staged, map_location="cpu", weights_only=True)
+    reference = load_reference(manifest["spec"], manifest["num_classes"], state_dict)
+    report = check_parity(reference, model, run)
+    return {"against": "official_ref", "strict_load": True, **report.to_dict()}, report.passed
+
+
+def _check_logits(actual, model, inputs, run, gated):
+    expected = np.asarray(model(np.transpose(inputs, (0, 2, 3, 1)), training=False))
+    figures = logits_agreement(actual, expected)
+    passed = figures["logits_max_abs"] <= run.atol if gated else None
+    return {"against": "keras", "seed": run.seed, "atol": run.atol if gated else None, "passed": passed,
+            **figures}, passed is not False
+
+
+def _write_and_check(staged, model, manifest, run, job, progress):
+    """Writes the export to `staged` and runs it back from disk; returns (parity figures, passed)."""
+    if job.format == "pth":
+        progress("writing the official-layout state dict")
+        if "torch_layout" not in manifest:
+            progress("note: the manifest has no torch_layout entry: float32 tensors, num_batches_tracked 0")
+        torch.save(official_state_dict(model, manifest.get("torch_layout")), staged)
+        progress("loading it into official_ref (strict=True) for parity")
+        return _check_pth(staged, model, manifest, run)
+    inputs = run.inputs()
+    nhwc = np.transpose(inputs, (0, 2, 3, 1))
+    if job.format == "saved_model":
+        progress("writing the SavedModel (any resolution)")
+        write_saved_model(model, staged)
+        return _check_logits(run_saved_model(staged, nhwc), model, inputs, run, gated=True)
+    height, width = run.resolution
+    progress(f"converting to TFLite at {height}x{width} (quantize: {job.quantize})")
+    staged.write_bytes(tflite_flatbuffer(model, height, width, job.quantize))
+    progress("running it in the LiteRT interpreter")
+    return _check_logits(run_tflite(staged, nhwc), model, inputs, run, gated=job.quantize == "none")
+
+
+def _output_path(job, weights_path, manifest_path):
+    if job.format not in EXPORT_FORMATS:
+        raise ExportError(f"--format must be one of {', '.join(EXPORT_FORMATS)}, got {job.format!r}")
+    if job.quantize != "none" and job.format != "tflite":
+        raise ExportError(f"--quantize {job.quantize} applies to --format tflite only, got --format {job.format}")
+    out = Path(job.out) if job.out is not None else default_export_path(weights_path, job.format, job.quantize)
+    if out.resolve() in (weights_path.resolve(), manifest_path.resolve()):
+        raise ExportError(f"--out {out}: that is the artifact itself")
+    if (out.exists() or out.is_symlink()) and not job.force:
+        raise ExportError(f"{out} exists; pass --force to overwrite it")
+    if out.is_dir() != (job.format == "saved_model") and out.exists():
+        raise ExportError(f"{out} is a {'directory' if out.is_dir() else 'file'}; cannot write a {job.format} there")
+    return out
+
+
+def _manifest_file_name(out, manifest_path):
     try:
-        remove_stale_temps(out_dir)
-        check_room(weights_path, estimated_h5_size(model))
-        model.save_weights(temp_weights)
-        with open(temp_weights, "rb+") as handle:
-            os.fsync(handle.fileno())
-        manifest = {
-            "format": MANIFEST_FORMAT,
-            "name": name,
-            "artifact": {
-                "file": weights_path.name,
-                "sha256": file_sha256(temp_weights),
-                "size": temp_weights.stat().st_size,
-            },
-            **manifest,
+        return out.resolve().relative_to(manifest_path.resolve().parent).as_posix()
+    except ValueError:
+        return str(out.resolve())
+
+
+def _worst(parity):
+    if "logits_max_abs" in parity:
+        return parity["logits_max_abs"]
+    return max(output["max_abs"] for output in parity["outputs"].values())
+
+
+def run_export(job: ExportJob, progress=print) -> tuple[Path, dict]:
+    """Exports an artifact; returns (output path, the manifest entry written).
+
+    Raises:
+        ExportError: unreadable artifact, bad options, or the output exists without `force`.
+        ExportParityError: the written file differs from Keras above `atol`; nothing is left behind.
+        OutputError: the output cannot be written.
+    """
+    started = time.perf_counter()
+    weights_path, manifest_path = artifact_paths(job.artifact)
+    try:
+        manifest = read_manifest(job.artifact)
+    except ArtifactError as error:
+        raise ExportError(f"{job.artifact}: not a readable artifact ({error})") from None
+    out = _output_path(job, weights_path, manifest_path)
+    run = job.parity_run(manifest)
+    progress(f"loading {weights_path}")
+    model = load_artifact(weights_path)
+    with writing(out) as staged:
+        parity, passed = _write_and_check(staged, model, manifest, run, job, progress)
+        if not passed:
+            raise ExportParityError(
+                f"the {job.format} export, run back from disk, differs from {parity['against']} by "
+                f"{_worst(parity):.3e} > atol {job.atol:g}; nothing written"
+            )
+        entry = {
+            "format": job.format, "quantize": job.quantize if job.format == "tflite" else None,
+            "file": _manifest_file_name(out, manifest_path), "sha256": path_sha256(staged),
+            "size": path_size(staged), "resolution": list(run.resolution), "parity": parity,
+            "versions": library_versions(),
+            "run": {"command": job.command, "seconds": round(time.perf_counter() - started, 1)},
         }
-        target = manifest_path
-        _fsync_write(temp_manifest, json.dumps(manifest, indent=2) + "\n")
-        os.replace(temp_weights, weights_path)
-        os.replace(temp_manifest, manifest_path)
-        fsync_dir(out_dir)
-        written = True
-    except OSError as error:
-        if error.filename in (None, str(temp_weights), str(temp_manifest)):
-            error.filename = str(target)  # name the file the user asked for, not our temporary one
-        raise
-    finally:
-        for temp in (temp_weights, temp_manifest):
-            temp.unlink(missing_ok=True)
-        if not written:
-            remove_empty_dirs(created)
-    return weights_path, manifest_path
+    record_export(manifest_path, entry)
+    return out, entry

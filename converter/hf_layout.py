@@ -7,13 +7,14 @@ transformers' models/cvt (CvtForImageClassification and its conversion script).
 import re
 from dataclasses import dataclass
 
-from converter.mapping import is_ignored
-from converter.port import MappingError
+import numpy as np
+
+from converter.layout import LayoutError, is_ignored, key_problems, official_shapes
+from cvt_spec import stage_specs
 
 HF_STAGES_PREFIX = "cvt.encoder.stages."
 HF_STAGE_KEY = re.compile(r"cvt\.encoder\.stages\.(\d+)\.")
 HF_LAYER_KEY = re.compile(r"cvt\.encoder\.stages\.(\d+)\.layers\.(\d+)\.")
-LAYOUTS = ("official", "transformers")
 
 # Parameter names per kind of module; both layouts use PyTorch's own names inside a module.
 LINEAR = ("weight", "bias")
@@ -34,18 +35,17 @@ def _module(hf_prefix, official_prefix, parameters):
         yield Rename(f"{hf_prefix}.{name}", f"{official_prefix}.{name}")
 
 
-def _block(spec, i, j):
+def _block(stage, j):
+    i = stage.index
     hf, official = f"cvt.encoder.stages.{i}.layers.{j}", f"stage{i}.blocks.{j}"
     attention = f"{hf}.attention.attention"
-    method = spec["QKV_PROJ_METHOD"][i]
     yield from _module(f"{hf}.layernorm_before", f"{official}.norm1", NORM)
     for name, letter in QKV:
-        # Only dw_bn projections hold weights; `avg` leaves q as it is, and pooling has none.
-        if method == "dw_bn":
+        if stage.has_projection_weights:
             projection = f"{attention}.convolution_projection_{name}.convolution_projection"
             yield from _module(f"{projection}.convolution", f"{official}.attn.conv_proj_{letter}.conv", ("weight",))
             yield from _module(f"{projection}.normalization", f"{official}.attn.conv_proj_{letter}.bn", BATCH_NORM)
-    qkv_parameters = LINEAR if spec["QKV_BIAS"][i] else ("weight",)
+    qkv_parameters = LINEAR if stage.qkv_bias else ("weight",)
     for name, letter in QKV:
         yield from _module(f"{attention}.projection_{name}", f"{official}.attn.proj_{letter}", qkv_parameters)
     yield from _module(f"{hf}.attention.output.dense", f"{official}.attn.proj", LINEAR)
@@ -54,65 +54,58 @@ def _block(spec, i, j):
     yield from _module(f"{hf}.output.dense", f"{official}.mlp.fc2", LINEAR)
 
 
-def hf_renames(spec, num_classes):
-    """Every (transformers key, official key) pair of a normalized SPEC, num_batches_tracked included."""
+def hf_renames(spec: dict, num_classes: int) -> list[Rename]:
+    """Every (transformers key, official key) pair of a SPEC, num_batches_tracked included."""
     renames = []
-    for i in range(spec["NUM_STAGES"]):
-        stage = f"cvt.encoder.stages.{i}"
-        if spec["CLS_TOKEN"][i]:
-            renames.append(Rename(f"{stage}.cls_token", f"stage{i}.cls_token"))
-        embedding = f"{stage}.embedding.convolution_embeddings"
+    for stage in stage_specs(spec):
+        i, hf_stage = stage.index, f"cvt.encoder.stages.{stage.index}"
+        if stage.cls_token:
+            renames.append(Rename(f"{hf_stage}.cls_token", f"stage{i}.cls_token"))
+        embedding = f"{hf_stage}.embedding.convolution_embeddings"
         renames.extend(_module(f"{embedding}.projection", f"stage{i}.patch_embed.proj", LINEAR))
         renames.extend(_module(f"{embedding}.normalization", f"stage{i}.patch_embed.norm", NORM))
-        for j in range(spec["DEPTH"][i]):
-            renames.extend(_block(spec, i, j))
+        for j in range(stage.depth):
+            renames.extend(_block(stage, j))
     renames.extend(_module("layernorm", "norm", NORM))
     if num_classes > 0:
         renames.extend(_module("classifier", "head", LINEAR))
     return renames
 
 
-def detect_layout(state_dict):
+def detect_layout(state_dict: dict) -> str:
     """`transformers` when any key is under `cvt.encoder.stages.`, else `official`."""
     return "transformers" if any(key.startswith(HF_STAGES_PREFIX) for key in state_dict) else "official"
 
 
-def rename_to_official(state_dict, spec, num_classes):
+def rename_to_official(state_dict: dict, spec: dict, num_classes: int, source: str = "") -> dict:
     """The transformers-layout `state_dict` with official keys (the same arrays, not copies).
 
-    Every transformers key is used once; BatchNorm's num_batches_tracked may be absent, as in port.py.
+    Every transformers key is used once; BatchNorm's num_batches_tracked may be absent.
 
     Raises:
-        MappingError: one error listing every missing and every unexpected transformers key.
+        LayoutError: one error listing every missing, unexpected and mis-shaped transformers key.
     """
     renames = hf_renames(spec, num_classes)
-    known = {rename.hf_key for rename in renames}
-    problems = [
-        f"missing in checkpoint: {rename.hf_key}"
-        for rename in renames
-        if rename.hf_key not in state_dict and not is_ignored(rename.official_key)
-    ]
-    problems += [
-        f"unexpected in checkpoint: {key} {tuple(value.shape)}"
-        for key, value in state_dict.items()
-        if key not in known
-    ]
-    if problems:
-        raise MappingError(
-            f"Hugging Face checkpoint does not fit the model ({len(problems)} problems): " + "; ".join(problems)
-        )
-    return {rename.official_key: state_dict[rename.hf_key] for rename in renames if rename.hf_key in state_dict}
+    shapes = official_shapes(spec, num_classes)
+    expected = {rename.hf_key: shapes[rename.official_key][0] for rename in renames}
+    official_key = {rename.hf_key: rename.official_key for rename in renames}
+    problems = key_problems({key: np.shape(value) for key, value in state_dict.items()}, expected,
+                            optional=lambda key: is_ignored(official_key[key]))
+    if any(problems.values()):
+        prefix = f"{source}: Hugging Face checkpoint" if source else "Hugging Face checkpoint"
+        raise LayoutError.listing(f"{prefix} does not fit the model", problems)
+    return {official_key[key]: value for key, value in state_dict.items()}
 
 
-def to_official_layout(state_dict, spec, num_classes):
+def to_official_layout(state_dict: dict, spec: dict, num_classes: int, source: str = "") -> tuple[dict, str]:
     """(state dict in the official layout, the layout it came in: `official` or `transformers`)."""
     layout = detect_layout(state_dict)
     if layout == "transformers":
-        state_dict = rename_to_official(state_dict, spec, num_classes)
+        state_dict = rename_to_official(state_dict, spec, num_classes, source)
     return state_dict, layout
 
 
-def official_key_names(keys):
+def official_key_names(keys) -> dict:
     """{transformers key: official key} for the keys the table knows, without a SPEC.
 
     For recognising the variant from a transformers checkpoint: stages and depths come from the keys,
@@ -125,11 +118,12 @@ def official_key_names(keys):
         return {}
     num_stages = max(stages) + 1
     layers = [(int(m.group(1)), int(m.group(2))) for key in keys if (m := HF_LAYER_KEY.match(key))]
+    depths = [1 + max((j for i, j in layers if i == stage), default=0) for stage in range(num_stages)]
+    # Only the structure matters for the key names; widths and kernels are placeholders.
     widest = {
-        "NUM_STAGES": num_stages,
-        "DEPTH": [1 + max((j for i, j in layers if i == stage), default=-1) for stage in range(num_stages)],
-        "QKV_PROJ_METHOD": ["dw_bn"] * num_stages, "QKV_BIAS": [True] * num_stages,
-        "CLS_TOKEN": [True] * num_stages,
+        "NUM_STAGES": num_stages, "DEPTH": depths, "QKV_PROJ_METHOD": "dw_bn", "QKV_BIAS": True, "CLS_TOKEN": True,
+        "PATCH_SIZE": 3, "PATCH_STRIDE": 1, "PATCH_PADDING": 1, "DIM_EMBED": 1, "NUM_HEADS": 1, "MLP_RATIO": 1.0,
+        "KERNEL_QKV": 3, "PADDING_KV": 1, "STRIDE_KV": 1, "PADDING_Q": 1, "STRIDE_Q": 1,
     }
     present = set(keys)
     return {r.hf_key: r.official_key for r in hf_renames(widest, num_classes=1) if r.hf_key in present}

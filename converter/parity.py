@@ -4,12 +4,45 @@ Compares every stage's output grid, the pooled features and the logits, and chan
 """
 
 import contextlib
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 import numpy as np
 import torch
 
+from cvt_spec import CheckFailed
+
 DEFAULT_ATOL = 1e-4
+
+
+@dataclass(frozen=True)
+class ParityRun:
+    """How a parity check runs; recorded in the manifest, so `verify` can run it again the same way.
+
+    Attributes:
+        images_per_call: images per model call (None: the whole batch at once); bounds the activations.
+        query_rows: the Keras attention's query chunk (None: all queries at once); bounds the scores.
+    """
+
+    resolution: tuple
+    atol: float = DEFAULT_ATOL
+    batch: int = 2
+    seed: int = 0
+    images_per_call: int | None = None
+    query_rows: int | None = None
+
+    @classmethod
+    def recorded(cls, manifest: dict, atol: float | None = None) -> "ParityRun":
+        """The run a manifest's parity section records (its defaults where it has none); `atol` overrides."""
+        parity = manifest.get("parity") or {}
+        return cls(
+            resolution=tuple(manifest["resolution"]), atol=atol or parity.get("atol") or DEFAULT_ATOL,
+            batch=parity.get("batch", 2), seed=parity.get("seed", 0),
+            images_per_call=parity.get("images_per_call"), query_rows=parity.get("attention_query_rows"),
+        )
+
+    def inputs(self, in_chans: int = 3) -> np.ndarray:
+        return parity_inputs(*self.resolution, batch=self.batch, seed=self.seed, in_chans=in_chans)
 
 
 @dataclass
@@ -22,27 +55,26 @@ class OutputDiff:
 
 @dataclass
 class ParityReport:
-    atol: float
-    batch: int
-    seed: int
-    resolution: tuple
-    images_per_call: int = None  # None: the whole batch in one call
-    attention_query_rows: int = None  # the Keras attention's query chunk; None: all queries at once
+    run: ParityRun
     diffs: list = field(default_factory=list)
 
     @property
-    def passed(self):
+    def atol(self) -> float:
+        return self.run.atol
+
+    @property
+    def passed(self) -> bool:
         return all(d.max_abs <= self.atol for d in self.diffs)
 
     @property
-    def worst(self):
+    def worst(self) -> OutputDiff:
         return max(self.diffs, key=lambda d: d.max_abs)
 
-    def to_dict(self):
+    def to_dict(self) -> dict:
+        run = self.run
         return {
-            "atol": self.atol, "batch": self.batch, "seed": self.seed,
-            "resolution": list(self.resolution), "images_per_call": self.images_per_call,
-            "attention_query_rows": self.attention_query_rows,
+            "atol": run.atol, "batch": run.batch, "seed": run.seed, "resolution": list(run.resolution),
+            "images_per_call": run.images_per_call, "attention_query_rows": run.query_rows,
             "passed": self.passed,
             "outputs": {
                 d.output: {"shape": list(d.shape), "max_abs": d.max_abs, "max_rel": d.max_rel}
@@ -50,7 +82,7 @@ class ParityReport:
             },
         }
 
-    def table(self):
+    def table(self) -> str:
         lines = [f"{'output':<26}{'shape':<22}{'max abs':>12}{'max rel':>12}  ok"]
         for d in self.diffs:
             ok = "yes" if d.max_abs <= self.atol else "NO"
@@ -61,41 +93,61 @@ class ParityReport:
         return "\n".join(lines)
 
 
-def parity_inputs(height, width, batch=2, seed=0, in_chans=3):
+class ParityError(CheckFailed):
+    """The Keras model differs from the reference above the tolerance."""
+
+    def __init__(self, report: ParityReport, source: str = ""):
+        worst = report.worst
+        prefix = f"{source}: " if source else ""
+        super().__init__(f"{prefix}parity failed: {worst.output} differs by {worst.max_abs:.3e} > atol {report.atol:g}")
+        self.report = report
+
+
+def parity_inputs(height: int, width: int, batch: int = 2, seed: int = 0, in_chans: int = 3) -> np.ndarray:
     """Seeded NCHW float32 inputs, roughly normalized-image statistics."""
     return np.random.default_rng(seed).normal(0.0, 1.0, (batch, in_chans, height, width)).astype(np.float32)
 
 
-def _diff(name, actual, expected):
+def output_diff(name: str, actual, expected) -> OutputDiff:
+    """Max abs and relative difference of one output, in float64 one image at a time."""
     actual, expected = np.asarray(actual), np.asarray(expected)
     if actual.shape != expected.shape:
         raise AssertionError(f"{name}: Keras shape {actual.shape} != PyTorch shape {expected.shape}")
-    # In float64, one image at a time: a whole batch of stage-0 grids in float64 is 110 MB of
-    # temporaries for cvt-w24 at 384, the conversion's peak before (measured).
-    max_abs = max(float(np.max(np.abs(np.subtract(a, e, dtype=np.float64)))) for a, e in zip(actual, expected))
+    # One image at a time: a whole batch of stage-0 grids in float64 is 110 MB of temporaries for
+    # cvt-w24 at 384.
+    images = zip(actual, expected, strict=True)
+    max_abs = max(float(np.max(np.abs(np.subtract(a, e, dtype=np.float64)))) for a, e in images)
     scale = float(np.max(np.abs(expected)))
     return OutputDiff(name, expected.shape, max_abs, max_abs / scale if scale else max_abs)
 
 
 def _in_calls(run, inputs, images_per_call):
-    """`run` ({name: array} of a batch) over `inputs` in slices of `images_per_call`, rejoined.
-
-    One image per call bounds the activations' memory (cvt-w24 at 384: stage 0 attention scores
-    are 255 MB per image); None runs the whole batch at once.
-    """
+    """`run` ({name: array} of a batch) over `inputs` in slices of `images_per_call`, rejoined."""
     step = images_per_call or len(inputs)
     parts = [run(inputs[start:start + step]) for start in range(0, len(inputs), step)]
     return {name: np.concatenate([np.asarray(part[name]) for part in parts]) for name in parts[0]}
 
 
-def reference_outputs(torch_model, inputs_nchw, images_per_call=None):
+@contextlib.contextmanager
+def exact_float32_matmuls() -> Iterator[None]:
+    """torch's TF32 matmuls off while the block runs (a no-op on CPU), then as they were."""
+    flags = (torch.backends.cuda.matmul, "allow_tf32"), (torch.backends.cudnn, "allow_tf32")
+    saved = [getattr(owner, name) for owner, name in flags]
+    for owner, name in flags:
+        setattr(owner, name, False)
+    try:
+        yield
+    finally:
+        for (owner, name), value in zip(flags, saved, strict=True):
+            setattr(owner, name, value)
+
+
+def reference_outputs(torch_model, inputs_nchw: np.ndarray, images_per_call: int | None = None) -> dict:
     """The reference's outputs as numpy, stage grids moved to NHWC."""
-    torch.backends.cuda.matmul.allow_tf32 = False
-    torch.backends.cudnn.allow_tf32 = False
     torch_model.eval()
 
     def run(images):
-        with torch.inference_mode():
+        with torch.inference_mode(), exact_float32_matmuls():
             outputs = torch_model.forward_stages(torch.from_numpy(images))
         return {
             name: (value.permute(0, 2, 3, 1) if value.ndim == 4 else value).numpy()
@@ -106,45 +158,34 @@ def reference_outputs(torch_model, inputs_nchw, images_per_call=None):
 
 
 def _keras_in_calls(run, inputs, images_per_call, query_rows):
-    from cvt_tf.layers import attention_in_query_chunks  # here: importing parity does not import TF
+    # Imported here, when the Keras model runs: importing parity must not import TensorFlow.
+    from cvt_tf.layers.options import InferenceOptions
 
-    with attention_in_query_chunks(query_rows):
-        return _in_calls(run, inputs, images_per_call)
+    options = InferenceOptions(query_chunk=query_rows)
+    return _in_calls(lambda images: run(images, options), inputs, images_per_call)
 
 
-def compare_outputs(
-    expected, keras_model, inputs_nchw, atol=DEFAULT_ATOL, seed=0, images_per_call=None, query_rows=None
-):
-    """A `ParityReport` of the Keras model's outputs against the reference's `expected` ones.
-
-    `images_per_call` and `query_rows` (`cvt_tf.layers.attention_in_query_chunks`) bound memory.
-    """
+def compare_outputs(expected: dict, keras_model, inputs_nchw: np.ndarray, run: ParityRun) -> ParityReport:
+    """A `ParityReport` of the Keras model's outputs against the reference's `expected` ones."""
     actual = _keras_in_calls(
-        lambda images: keras_model.forward_stages(images, training=False),
-        np.transpose(inputs_nchw, (0, 2, 3, 1)), images_per_call, query_rows,
+        lambda images, options: keras_model.forward_stages(images, training=False, options=options),
+        np.transpose(inputs_nchw, (0, 2, 3, 1)), run.images_per_call, run.query_rows,
     )
-    batch, _, height, width = inputs_nchw.shape
-    report = ParityReport(atol, batch, seed, (height, width), images_per_call, query_rows)
-    for name, value in expected.items():
-        report.diffs.append(_diff(name, actual[name], value))
-    return report
+    return ParityReport(run, [output_diff(name, actual[name], value) for name, value in expected.items()])
 
 
-def add_channels_first(report, expected, channels_first_model, inputs_nchw):
-    """Adds `logits[channels_first]` (or features): the NCHW inputs through a channels_first model.
-
-    Runs in the report's images per call and attention query rows.
-    """
+def add_channels_first(report: ParityReport, expected: dict, channels_first_model, inputs_nchw: np.ndarray) -> None:
+    """Adds `logits[channels_first]` (or features): the NCHW inputs through a channels_first model."""
     final = "logits" if "logits" in expected else "features"
     twin = _keras_in_calls(
-        lambda images: {final: channels_first_model(images, training=False)},
-        inputs_nchw, report.images_per_call, report.attention_query_rows,
+        lambda images, options: {final: channels_first_model(images, training=False, options=options)},
+        inputs_nchw, report.run.images_per_call, report.run.query_rows,
     )
-    report.diffs.append(_diff(f"{final}[channels_first]", twin[final], expected[final]))
+    report.diffs.append(output_diff(f"{final}[channels_first]", twin[final], expected[final]))
 
 
 @contextlib.contextmanager
-def channels_first_view(model):
+def channels_first_view(model) -> Iterator:
     """The model switched to its channels_first path while the block runs, on the same variables.
 
     A CvT's data format only decides whether inputs are transposed on entry, so this runs exactly
@@ -159,15 +200,16 @@ def channels_first_view(model):
         model.data_format = original
 
 
-def check_parity(torch_model, keras_model, inputs_nchw, atol=DEFAULT_ATOL, seed=0, channels_first_model=None):
-    """Runs both models and returns a `ParityReport` over every output.
+def check_parity(torch_model, keras_model, run: ParityRun, channels_first_model=None) -> ParityReport:
+    """Runs both models on `run`'s inputs and returns a `ParityReport` over every output.
 
     Args:
         channels_first_model: a `data_format="channels_first"` twin of `keras_model` with the
             same weights; its logits are compared as `logits[channels_first]`.
     """
-    expected = reference_outputs(torch_model, inputs_nchw)
-    report = compare_outputs(expected, keras_model, inputs_nchw, atol, seed)
+    inputs = run.inputs()
+    expected = reference_outputs(torch_model, inputs, run.images_per_call)
+    report = compare_outputs(expected, keras_model, inputs, run)
     if channels_first_model is not None:
-        add_channels_first(report, expected, channels_first_model, inputs_nchw)
+        add_channels_first(report, expected, channels_first_model, inputs)
     return report

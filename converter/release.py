@@ -4,17 +4,16 @@ A checkpoint that fails is recorded and the others still convert; the caller cho
 """
 
 import json
-import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from converter.checkpoint import CheckpointError
-from converter.parity import ParityReport
-from converter.pipeline import Conversion, ParityError, convert, release_memory
-from converter.port import MappingError
-from cvt_spec import OFFICIAL_CHECKPOINTS, locate_official, variant_spec
-from cvt_tf.artifact import WEIGHTS_SUFFIX
+from converter.atomic import write_text_file, writing
+from converter.memory import release_memory
+from converter.parity import ParityError, ParityReport
+from converter.pipeline import Conversion, convert
+from cvt_spec import OFFICIAL_CHECKPOINTS, InputError, OutputError, locate_official, variant_spec
+from cvt_spec.artifacts import WEIGHTS_SUFFIX
 
 SUMS_FILE = "SHA256SUMS"
 
@@ -28,11 +27,11 @@ class Outcome:
     error: str = None  # why nothing was written
 
     @property
-    def written(self):
+    def written(self) -> bool:
         return self.error is None
 
 
-def official_jobs(checkpoint_dir, out_dir, synthetic=False, **job_fields):
+def official_jobs(checkpoint_dir, out_dir, synthetic: bool = False, **job_fields) -> tuple[list, list]:
     """(jobs, missing paths) for the seven official checkpoints, under their artifact names.
 
     Args:
@@ -55,8 +54,12 @@ def official_jobs(checkpoint_dir, out_dir, synthetic=False, **job_fields):
     return jobs, missing
 
 
-def run_release(jobs, progress=print):
-    """Converts every job in turn; returns one `Outcome` per job. Unwritable output stops the run."""
+def run_release(jobs: list[Conversion], progress=print) -> list[Outcome]:
+    """Converts every job in turn; returns one `Outcome` per job.
+
+    Raises:
+        OutputError: the output directory cannot take an artifact; the run stops there.
+    """
     outcomes = []
     for number, job in enumerate(jobs, 1):
         progress(f"[{number}/{len(jobs)}] {job.name}")
@@ -67,7 +70,9 @@ def run_release(jobs, progress=print):
             outcome.sha256 = json.loads(manifest_path.read_text())["artifact"]["sha256"]
         except ParityError as error:
             outcome.report, outcome.error = error.report, str(error)
-        except (CheckpointError, MappingError) as error:
+        except OutputError:
+            raise
+        except InputError as error:
             outcome.error = str(error)
         outcome.seconds = time.perf_counter() - started
         outcomes.append(outcome)
@@ -87,7 +92,7 @@ def _logits_max_abs(report):
     return f"{value:.3e}"
 
 
-def summary_table(outcomes):
+def summary_table(outcomes: list[Outcome]) -> str:
     """One line per artifact: parity verdict, logits max abs diff, worst output, seconds, sha256."""
     lines = [f"{'artifact':<22}{'parity':<8}{'logits':>11}  {'worst output':<24}{'seconds':>8}  sha256 of .weights.h5"]
     for o in outcomes:
@@ -99,13 +104,12 @@ def summary_table(outcomes):
     return "\n".join(lines)
 
 
-def write_sha256sums(out_dir, outcomes):
+def write_sha256sums(out_dir, outcomes: list[Outcome]) -> Path | None:
     """Writes OUT/SHA256SUMS (`sha256sum -c` format) for every written artifact; returns its path or None."""
     written = [o for o in outcomes if o.written]
     if not written:
         return None
     path = Path(out_dir) / SUMS_FILE
-    temp = path.with_name(f".{SUMS_FILE}.tmp{os.getpid()}")
-    temp.write_text("".join(f"{o.sha256}  {o.name}{WEIGHTS_SUFFIX}\n" for o in written))
-    os.replace(temp, path)
+    with writing(path) as staged:
+        write_text_file(staged, "".join(f"{o.sha256}  {o.name}{WEIGHTS_SUFFIX}\n" for o in written))
     return path

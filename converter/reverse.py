@@ -9,9 +9,9 @@ from collections import Counter
 import numpy as np
 import torch
 
-from converter.mapping import is_ignored, mapping_rows
-from converter.port import keras_variables
-from converter.synthetic import official_shapes
+from converter.layout import is_ignored, official_shapes
+from converter.mapping import MappingMismatch, keras_variables, mapping_rows
+from cvt_spec import ArtifactError
 
 # An artifact whose manifest has no `torch_layout` entry gets these.
 DEFAULT_TORCH_LAYOUT = {"dtype": "float32", "dtype_exceptions": {}, "num_batches_tracked": 0,
@@ -25,7 +25,7 @@ def _most_common_and_exceptions(values):
     return common, {key: value for key, value in values.items() if value != common}
 
 
-def torch_layout_facts(state_dict):
+def torch_layout_facts(state_dict: dict) -> dict:
     """The source's float dtypes and BatchNorm step counters, as one common value plus exceptions.
 
     Real checkpoints are uniform, so the entry stays small; a synthetic one lists every counter.
@@ -48,11 +48,13 @@ def torch_layout_facts(state_dict):
 def _torch_dtype(name, key):
     dtype = getattr(torch, name, None)
     if not isinstance(dtype, torch.dtype) or not dtype.is_floating_point:
-        raise ValueError(f"torch_layout: {key} has dtype {name!r}, expected a floating-point torch dtype")
+        raise ArtifactError(
+            f"the manifest's torch_layout gives {key} the dtype {name!r}, expected a floating-point torch dtype"
+        )
     return dtype
 
 
-def official_state_dict(model, torch_layout=None):
+def official_state_dict(model, torch_layout: dict | None = None) -> dict:
     """{official key: torch tensor} of a built `cvt_tf.CvT`, in the official state-dict order.
 
     Every Keras variable is read once through its mapping row; float tensors get the source dtype,
@@ -63,7 +65,8 @@ def official_state_dict(model, torch_layout=None):
         torch_layout: the manifest's `torch_layout` entry; None means float32 and zero counters.
 
     Raises:
-        ValueError: a Keras variable is missing or its shape does not give the official one.
+        ArtifactError: the manifest's torch_layout names a dtype that is not a float dtype.
+        MappingMismatch: a Keras variable is missing or its shape does not give the official one (a bug).
     """
     layout = {**DEFAULT_TORCH_LAYOUT, **(torch_layout or {})}
     spec, num_classes = model.spec, model.num_classes if model.head is not None else 0
@@ -87,6 +90,6 @@ def official_state_dict(model, torch_layout=None):
         dtype = _torch_dtype(layout["dtype_exceptions"].get(key, layout["dtype"]), key)
         state_dict[key] = torch.from_numpy(array).to(dtype)
     if problems:
-        raise ValueError(f"the Keras model does not fit the official layout ({len(problems)} problems): "
+        raise MappingMismatch(f"the Keras model does not fit the official layout ({len(problems)} problems): "
                          + "; ".join(problems))
     return state_dict

@@ -9,14 +9,7 @@ import hashlib
 import numpy as np
 import torch
 
-from official_ref.model import ConvolutionalVisionTransformer
-
-
-def official_shapes(spec, num_classes):
-    """{key: (shape, dtype)} of the official state dict, built on the meta device (no memory)."""
-    with torch.device("meta"):
-        model = ConvolutionalVisionTransformer(spec, num_classes)
-    return {key: (tuple(t.shape), t.dtype) for key, t in model.state_dict().items()}
+from converter.layout import official_shapes
 
 
 def _value(rng, key, shape):
@@ -37,7 +30,7 @@ def _value(rng, key, shape):
     return rng.normal(0.0, std, shape)
 
 
-def synthetic_state_dict(spec, num_classes, seed=0):
+def synthetic_state_dict(spec: dict, num_classes: int, seed: int = 0) -> dict:
     """{key: numpy array} with the official keys, shapes and dtypes, seeded values."""
     rng = np.random.default_rng(seed)
     state_dict = {}
@@ -49,7 +42,7 @@ def synthetic_state_dict(spec, num_classes, seed=0):
     return state_dict
 
 
-def content_sha256(state_dict):
+def content_sha256(state_dict: dict) -> str:
     """A digest of keys, shapes, dtypes and bytes: identifies a state dict independent of file format."""
     digest = hashlib.sha256()
     for key in sorted(state_dict):
@@ -59,6 +52,6 @@ def content_sha256(state_dict):
     return digest.hexdigest()
 
 
-def save_checkpoint(state_dict, path):
+def save_checkpoint(state_dict: dict, path) -> None:
     """Writes {key: numpy array} as an official-style `.pth` (a bare state dict of tensors)."""
     torch.save({key: torch.from_numpy(np.asarray(v)) for key, v in state_dict.items()}, path)

@@ -9,25 +9,26 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from cvt_tf.layers import DEFAULT_INFERENCE_STREAMS, inference_streams
-
-QUANTIZATIONS = ("none", "dynamic")
+from cvt_spec import InputError
+from cvt_spec.artifacts import QUANTIZATIONS
+from cvt_tf.layers.options import DEFAULT_INFERENCE_STREAMS, InferenceOptions
 
 
 def _signature(model, height, width):
     return [tf.TensorSpec((None, height, width, model.in_chans), tf.float32, name="images")]
 
 
-def write_saved_model(model, path, height=None, width=None, streams=DEFAULT_INFERENCE_STREAMS):
+def write_saved_model(model, path, height: int | None = None, width: int | None = None,
+                      streams: int = DEFAULT_INFERENCE_STREAMS) -> None:
     """A SavedModel whose `serve` endpoint (also `serving_default`) maps NHWC float32 images to logits.
 
     Height and width stay open (any resolution) unless given; the batch always does. The graph runs
-    in `streams` independent parts (`cvt_tf.layers.inference_streams`).
+    in `streams` independent parts (`cvt_tf.InferenceOptions`).
     """
+    options = InferenceOptions(streams=streams)
 
     def serve(images):
-        with inference_streams(streams):
-            return model(images, training=False)
+        return model(images, training=False, options=options)
 
     archive = keras.export.ExportArchive()
     archive.track(model)
@@ -35,7 +36,7 @@ def write_saved_model(model, path, height=None, width=None, streams=DEFAULT_INFE
     archive.write_out(str(path), verbose=False)
 
 
-def tflite_flatbuffer(model, height, width, quantize="none"):
+def tflite_flatbuffer(model, height: int, width: int, quantize: str = "none") -> bytes:
     """The TFLite model at a fixed resolution and open batch, as bytes.
 
     Args:
@@ -43,7 +44,7 @@ def tflite_flatbuffer(model, height, width, quantize="none"):
             float activations), no calibration data needed.
     """
     if quantize not in QUANTIZATIONS:
-        raise ValueError(f"quantize must be one of {QUANTIZATIONS}, got {quantize!r}")
+        raise InputError(f"quantize must be one of {QUANTIZATIONS}, got {quantize!r}")
     with tempfile.TemporaryDirectory(prefix="cvt-tflite-") as saved_model:
         # One stream: the interpreter runs one op at a time, with XNNPack's threads inside each op.
         write_saved_model(model, saved_model, height, width, streams=1)
@@ -54,7 +55,7 @@ def tflite_flatbuffer(model, height, width, quantize="none"):
         return converter.convert()
 
 
-def run_tflite(path, images_nhwc, num_threads=None):
+def run_tflite(path, images_nhwc: np.ndarray, num_threads: int | None = None) -> np.ndarray:
     """Logits of a `.tflite` file on a batch of NHWC images (the batch axis is resized to fit)."""
     from ai_edge_litert.interpreter import Interpreter
 
@@ -68,7 +69,7 @@ def run_tflite(path, images_nhwc, num_threads=None):
     return interpreter.get_tensor(target["index"])
 
 
-def run_saved_model(path, images_nhwc):
+def run_saved_model(path, images_nhwc: np.ndarray) -> np.ndarray:
     """Logits of a SavedModel written by `write_saved_model`, loaded back from disk."""
     loaded = tf.saved_model.load(str(path))
     return loaded.serve(tf.constant(images_nhwc, tf.float32)).numpy()
@@ -78,14 +79,14 @@ def _top_k(logits, k):
     return np.argsort(-logits, axis=-1, kind="stable")[:, :k]
 
 
-def logits_agreement(actual, expected):
+def logits_agreement(actual, expected) -> dict:
     """Max abs difference and top-1 / top-5 agreement of two (batch, classes) logits arrays.
 
     Top-5 agreement counts the samples whose five highest classes are the same set in both.
     """
     actual, expected = np.asarray(actual, np.float64), np.asarray(expected, np.float64)
     if actual.shape != expected.shape:
-        raise ValueError(f"exported logits have shape {actual.shape}, Keras gives {expected.shape}")
+        raise AssertionError(f"exported logits have shape {actual.shape}, Keras gives {expected.shape}")
     k = min(5, expected.shape[-1])
     same_top_k = [set(a) == set(e) for a, e in zip(_top_k(actual, k), _top_k(expected, k), strict=True)]
     return {
