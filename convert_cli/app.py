@@ -6,12 +6,16 @@ Every failure ends as one `error:` line on stderr: exit code 1 (parity), 2 (bad 
 import shlex
 import sys
 import traceback
-from pathlib import Path
 
 import click
 
-from convert_cli.errors import BadInput, ParityFailed, quiet_native_stderr, report_and_exit
+from convert_cli.errors import BadInput, Commands, quiet_native_stderr, report_and_exit
+from convert_cli.export import export
+from convert_cli.inspect import inspect_command
 from convert_cli.plan import check_atol, parse_resolution, plan_conversion
+from convert_cli.predict import predict
+from convert_cli.release import release_command
+from convert_cli.verify import verify_command
 from cvt_spec import VARIANTS
 
 HELP = """Convert an official PyTorch CvT checkpoint to a Keras 3 artifact and prove parity.
@@ -29,44 +33,35 @@ Exit codes: 0 ok, 1 parity failed, 2 bad input or usage, 3 internal error.
 """
 
 
-def show_mapping(job):
+def show_mapping(job) -> None:
+    from converter.layout import official_shapes
     from converter.mapping import mapping_rows
-    from converter.synthetic import official_shapes
 
     shapes = official_shapes(job.spec, job.num_classes)
-    for row in mapping_rows(job.spec, job.num_classes):
+    rows = mapping_rows(job.spec, job.num_classes)
+    for row in rows:
         torch_shape = shapes[row.torch_key][0]
-        keras_shape = tuple(row.torch_to_keras_shape(torch_shape))
+        keras_shape = row.keras_shape_of(torch_shape)
         click.echo(f"{row.torch_key} {list(torch_shape)} -> {row.keras_path} {list(keras_shape)} [{row.transform}]")
-    ignored = [key for key in shapes if key not in {r.torch_key for r in mapping_rows(job.spec, job.num_classes)}]
-    click.echo(f"# {len(shapes) - len(ignored)} rows; ignored: {len(ignored)} BatchNorm num_batches_tracked")
+    ignored = len(shapes) - len(rows)
+    click.echo(f"# {len(rows)} rows; ignored: {ignored} BatchNorm num_batches_tracked")
 
 
-def run_conversion(job):
-    from converter.checkpoint import CheckpointError
-    from converter.pipeline import ParityError, convert
-    from converter.port import MappingError
-    from converter.validate import HeadMismatch
+def run_conversion(job) -> None:
+    from converter.layout import HeadMismatch
+    from converter.memory import prefer_returning_memory
+    from converter.pipeline import convert
 
-    source = f"{job.checkpoint}: " if job.checkpoint is not None else ""
+    prefer_returning_memory()
     try:
         weights_path, manifest_path, _ = convert(job, progress=click.echo)
-    except ParityError as error:
-        raise ParityFailed(f"{source}{error}") from None
-    except CheckpointError as error:
-        raise BadInput(str(error)) from None
     except HeadMismatch as error:
-        raise BadInput(source + error.describe("--num-classes")) from None
-    except MappingError as error:
-        raise BadInput(f"{source}{error}") from None
-    except OSError as error:
-        target = Path(error.filename or job.out_dir)
-        action = "cannot write " if target.parent == job.out_dir or target == job.out_dir else ""
-        raise BadInput(f"{action}{target}: {error.strerror or error}") from None
+        raise BadInput(error.describe("--num-classes")) from None
     click.echo(f"wrote {weights_path} and {manifest_path}")
 
 
-@click.group(invoke_without_command=True, help=HELP, context_settings={"help_option_names": ["-h", "--help"]})
+@click.group(cls=Commands, invoke_without_command=True, help=HELP,
+             context_settings={"help_option_names": ["-h", "--help"]})
 @click.option("--config", help=f"Predefined variant: {', '.join(VARIANTS)}.")
 @click.option("--spec", type=click.Path(dir_okay=False), help="Official experiment YAML, or a JSON/YAML of SPEC keys.")
 @click.option("--res", callback=parse_resolution, help="Input resolution, H or HxW (default 224; 384 for cvt-w24).")
@@ -92,13 +87,11 @@ def run_conversion(job):
               "print a summary table and write OUT/SHA256SUMS.")
 @click.option("--debug", is_flag=True, help="Show TensorFlow's logs and full tracebacks.")
 @click.pass_context
-def main(ctx, **options):
+def main(ctx, **options) -> None:
     if ctx.invoked_subcommand is not None:
         return
     command = shlex.join(["convert.py", *sys.argv[1:]])
     if options["release_all"]:
-        from convert_cli.release import release_command
-
         release_command(options, command)
         return
     job = plan_conversion(options, command=command)
@@ -108,7 +101,7 @@ def main(ctx, **options):
     run_conversion(job)
 
 
-def run(argv=None):
+def run(argv: list[str] | None = None) -> None:
     """Entry point: runs the CLI with one-line errors and quiet native logs."""
     argv = sys.argv[1:] if argv is None else argv
     debug = "--debug" in argv
@@ -121,16 +114,5 @@ def run(argv=None):
             report_and_exit(error, stderr)
 
 
-from convert_cli.predict import predict  # noqa: E402
-
-main.add_command(predict)
-
-from convert_cli.inspect import inspect_command  # noqa: E402
-from convert_cli.verify import verify_command  # noqa: E402
-
-main.add_command(inspect_command)
-main.add_command(verify_command)
-
-from convert_cli.export_cmd import export  # noqa: E402
-
-main.add_command(export)
+for command in (predict, inspect_command, verify_command, export):
+    main.add_command(command)

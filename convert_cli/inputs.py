@@ -8,13 +8,14 @@ import re
 from pathlib import Path
 
 from convert_cli.errors import BadInput
-from cvt_spec.files import InputFileError, check_input_file
+from cvt_spec import InputFileError
+from cvt_spec.files import check_input_file
 
 # Names become file names inside --out: no separators, no leading dot (temporary files start with one).
 NAME_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+-]{0,127}")
 
 
-def check_artifact_name(name, source="--name"):
+def check_artifact_name(name: str, source: str = "--name") -> None:
     if not NAME_PATTERN.fullmatch(name):
         raise BadInput(
             f"{source}: an artifact name must be 1-128 letters, digits, '.', '_', '+' or '-', starting "
@@ -23,7 +24,7 @@ def check_artifact_name(name, source="--name"):
         )
 
 
-def check_checkpoint_file(path):
+def check_checkpoint_file(path) -> None:
     try:
         check_input_file(path, kind="checkpoint")
     except InputFileError as error:
@@ -37,7 +38,7 @@ def _not_writable(directory):
     return "read-only file system" if read_only else "permission denied"
 
 
-def check_output_dir(out_dir):
+def check_output_dir(out_dir) -> None:
     """Checks that `out_dir` is a writable directory, or can be created; creates nothing."""
     out_dir = Path(out_dir)
     existing = out_dir

@@ -10,22 +10,27 @@ import re
 import click
 
 from convert_cli.errors import BadInput
-from cvt_spec.artifact_files import artifact_paths, file_sha256
+from cvt_spec.artifacts import check_artifact_files, check_weights_digest, load_manifest
 
 
 def _natural(text):
     return [int(part) if part.isdigit() else part for part in re.split(r"(\d+)", text)]
 
 
-def stored_variables(weights_path):
-    """[(path, shape, dtype)] of every array in a Keras `.weights.h5`, in natural order of path."""
+def stored_variables(weights_path, names: dict) -> list[tuple[str, tuple, str]]:
+    """[(variable path, shape, dtype)] of every array in a `.weights.h5`, in natural order of path.
+
+    `names` ({h5 path: variable path}, the manifest's `artifact.variables`) gives the path that
+    `--show-mapping` prints (e.g. `stage2/block0/attn/proj_q/kernel`); an array it does not name
+    (a manifest from before it was recorded) shows Keras' own h5 path.
+    """
     import h5py
 
     found = []
 
     def visit(name, item):
         if isinstance(item, h5py.Dataset):
-            found.append((name.replace("/vars/", "/"), tuple(item.shape), str(item.dtype)))
+            found.append((names.get(name, name), tuple(item.shape), str(item.dtype)))
 
     try:
         with h5py.File(weights_path, "r") as handle:
@@ -35,41 +40,26 @@ def stored_variables(weights_path):
     return sorted(found, key=lambda entry: _natural(entry[0]))
 
 
-def _read_manifest(manifest_path):
-    try:
-        return json.loads(manifest_path.read_text())
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
-        raise BadInput(f"{manifest_path}: not a readable manifest ({error})") from None
-
-
 @click.command("inspect")
 @click.argument("artifact", type=click.Path())
-def inspect_command(artifact):
+def inspect_command(artifact: str) -> None:
     """Print an artifact's manifest and stored variables, and check its sha256 (no TensorFlow needed).
 
-    ARTIFACT is NAME.weights.h5, NAME.json or DIR/NAME.
+    ARTIFACT is NAME.weights.h5, NAME.json or DIR/NAME. Variables are named as --show-mapping names them.
     """
-    weights_path, manifest_path = artifact_paths(artifact)
-    for required in (manifest_path, weights_path):
-        if not required.is_file():
-            raise BadInput(f"{required}: artifact file not found")
-    manifest = _read_manifest(manifest_path)
-    click.echo(f"manifest {manifest_path}:")
-    click.echo(json.dumps(manifest, indent=2))
-    variables = stored_variables(weights_path)
+    weights_path, manifest_path = check_artifact_files(artifact)
+    manifest = load_manifest(manifest_path)
+    names = manifest["artifact"].get("variables") or {}
+    shown = {**manifest, "artifact": {k: v for k, v in manifest["artifact"].items() if k != "variables"}}
+    click.echo(f"manifest {manifest_path} (artifact.variables: the names listed below):")
+    click.echo(json.dumps(shown, indent=2))
+    variables = stored_variables(weights_path, names)
     click.echo(f"variables in {weights_path}:")
     for path, shape, dtype in variables:
         click.echo(f"  {path} {list(shape)} {dtype}")
     parameters = sum(math.prod(shape) for _, shape, _ in variables)
     click.echo(f"{len(variables)} variables, {parameters:,} parameters")
-
-    recorded = manifest.get("artifact", {})
-    actual = file_sha256(weights_path)
-    if actual != recorded.get("sha256"):
-        raise BadInput(
-            f"{weights_path}: sha256 {actual} differs from the manifest's {recorded.get('sha256')}; "
-            "the file is damaged or was replaced"
-        )
+    digest = check_weights_digest(weights_path, manifest)
     if "parameters" in manifest and manifest["parameters"] != parameters:
         raise BadInput(f"{weights_path}: holds {parameters:,} parameters, the manifest says {manifest['parameters']:,}")
-    click.echo(f"sha256 {actual} matches the manifest")
+    click.echo(f"sha256 {digest} matches the manifest")

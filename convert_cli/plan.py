@@ -5,14 +5,27 @@ Runs before torch and TensorFlow are imported, so bad input fails fast with one 
 
 import math
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 
 from convert_cli.errors import BadInput
 from convert_cli.inputs import check_artifact_name, check_checkpoint_file, check_output_dir
-from cvt_spec import PUBLISHED_AT, VARIANTS, SpecError, check_input_size, find_official, variant_spec
+from cvt_spec import (
+    PUBLISHED_AT,
+    VARIANTS,
+    InputError,
+    RecognitionError,
+    SpecError,
+    check_input_size,
+    find_official,
+    variant_spec,
+)
 from cvt_spec.files import read_spec_file
-from cvt_spec.recognize import RecognitionError, recognize, resolution_from_name, version_from_name
+from cvt_spec.recognize import recognize, resolution_from_name, version_from_name
+
+if TYPE_CHECKING:  # the module itself is imported only once the input is valid
+    from converter.pipeline import Conversion
 
 DEFAULT_CHECKPOINT_DIR = Path("checkpoints")
 # The parity check runs both models at --res, batch 2: stage 1 attention memory grows with the
@@ -20,7 +33,7 @@ DEFAULT_CHECKPOINT_DIR = Path("checkpoints")
 MAX_RESOLUTION = 1024
 
 
-def parse_resolution(ctx, param, value):
+def parse_resolution(ctx, param, value: str | None) -> tuple | None:
     """`384` -> (384, 384); `97x113` -> (97, 113)."""
     if value is None:
         return None
@@ -33,7 +46,7 @@ def parse_resolution(ctx, param, value):
     raise click.BadParameter(f"expected a positive integer or HxW (e.g. 384 or 97x113), got {value!r}")
 
 
-def check_atol(ctx, param, value):
+def check_atol(ctx, param, value: float) -> float:
     if not (math.isfinite(value) and value > 0):
         raise click.BadParameter(f"must be a positive finite number, got {value}")
     return value
@@ -52,7 +65,7 @@ def _official_checkpoint_path(config, resolution, version, checkpoint, synthetic
         )
     try:
         official = find_official(config, resolution[0], version)
-    except ValueError as error:
+    except InputError as error:
         raise BadInput(f"{error}; pass --checkpoint PATH or --synthetic for another combination") from None
     path = DEFAULT_CHECKPOINT_DIR / official.file_name
     if not path.is_file():
@@ -63,15 +76,12 @@ def _official_checkpoint_path(config, resolution, version, checkpoint, synthetic
     return path
 
 
-def checkpoint_shapes(path):
-    """{key: shape} of a checkpoint file (memory-mapped where torch can); bad files become BadInput."""
-    from converter.checkpoint import CheckpointError, load_checkpoint
+def checkpoint_shapes(path) -> dict:
+    """{key: shape} of a checkpoint file, transformers keys under their official names."""
+    from converter.checkpoint import load_checkpoint
     from converter.hf_layout import official_key_names
 
-    try:
-        shapes = {key: tuple(value.shape) for key, value in load_checkpoint(path).items()}
-    except CheckpointError as error:
-        raise BadInput(str(error)) from None
+    shapes = {key: tuple(value.shape) for key, value in load_checkpoint(path).items()}
     names = official_key_names(shapes)  # a transformers checkpoint is recognised under official names
     return {names.get(key, key): shape for key, shape in shapes.items()}
 
@@ -89,7 +99,7 @@ def _from_name(read, checkpoint):
 def _config_fields(options, config):
     try:
         spec = variant_spec(config)
-    except ValueError as error:
+    except SpecError as error:
         raise BadInput(f"--config: {error}") from None
     checkpoint = options["checkpoint"]
     resolution = options["res"] or _from_name(resolution_from_name, checkpoint)
@@ -148,7 +158,7 @@ def _recognized_fields(options, checkpoint):
     }
 
 
-def plan_conversion(options, command=""):
+def plan_conversion(options: dict, command: str = "") -> "Conversion":
     """A `Conversion` from the parsed CLI options (a dict), or BadInput naming the option.
 
     The model comes from --config, from --spec, or else is recognised from --checkpoint's weights.

@@ -10,6 +10,8 @@ import numpy as np
 
 from convert_cli.errors import BadInput, ParityFailed
 from convert_cli.plan import check_atol
+from cvt_spec import ArtifactError
+from cvt_spec.artifacts import read_manifest
 
 HELP = """Top classes of IMAGE... from a converted artifact, with the official preprocessing.
 
@@ -24,7 +26,7 @@ and the two are compared: logits max abs diff, top-1 and top-5 agreement. Exit c
 """
 
 
-def class_labels(num_classes):
+def class_labels(num_classes: int) -> list[str]:
     """Printable label of each class index: `wnid name` for ImageNet-1k heads, else `class i`."""
     from cvt_tf.imagenet import NUM_IMAGENET_CLASSES, imagenet_classes
 
@@ -33,13 +35,13 @@ def class_labels(num_classes):
     return [f"class {index}" for index in range(num_classes)]
 
 
-def softmax(logits):
+def softmax(logits) -> np.ndarray:
     shifted = np.asarray(logits, np.float64) - np.max(logits, axis=-1, keepdims=True)
     exp = np.exp(shifted)
     return exp / exp.sum(axis=-1, keepdims=True)
 
 
-def read_images(paths):
+def read_images(paths) -> list[tuple]:
     """[(path, RGB image, note or None)], or one BadInput listing every file that cannot be used."""
     from cvt_tf.images import ImageError, open_image, to_rgb
 
@@ -62,39 +64,24 @@ def read_images(paths):
     return images
 
 
-def official_reference(manifest, checkpoint):
-    """(official_ref model, one-line note on whether the checkpoint is the artifact's source)."""
-    from converter.checkpoint import CheckpointError, load_checkpoint
-    from converter.pipeline import reference_model
-    from converter.synthetic import content_sha256, official_shapes
-    from cvt_tf.artifact import file_sha256
+def official_reference(manifest: dict, checkpoint) -> tuple:
+    """(official_ref model, one-line note on whether the checkpoint is the artifact's source).
 
-    try:
-        state_dict = load_checkpoint(checkpoint)
-    except CheckpointError as error:
-        raise BadInput(str(error)) from None
-    expected = official_shapes(manifest["spec"], manifest["num_classes"])
-    problems = [f"missing {key}" for key in expected if key not in state_dict]
-    problems += [f"unexpected {key}" for key in state_dict if key not in expected]
-    problems += [
-        f"{key} is {tuple(value.shape)}, expected {expected[key][0]}"
-        for key, value in state_dict.items() if key in expected and tuple(value.shape) != expected[key][0]
-    ]
-    if problems:
-        raise BadInput(
-            f"{checkpoint}: does not fit the artifact's SPEC and {manifest['num_classes']}-class head "
-            f"({len(problems)} problems): " + "; ".join(problems[:10]) + ("; ..." if len(problems) > 10 else "")
-        )
-    source = manifest.get("source") or {}
-    if "content_sha256" in source:
-        same = content_sha256(state_dict) == source["content_sha256"]
-    else:
-        same = file_sha256(checkpoint) == source.get("sha256")
+    Raises:
+        CheckpointError, LayoutError: the checkpoint cannot be read or does not fit the artifact.
+    """
+    from converter.steps import load_source
+    from official_ref import load_reference
+
+    spec, num_classes = manifest["spec"], manifest["num_classes"]
+    target = f"the artifact's SPEC and {num_classes}-class head"
+    source = load_source(checkpoint, spec, num_classes, progress=lambda _: None, target=target)
+    same = source.is_recorded_in(manifest)
     note = "the artifact's source checkpoint" if same else "NOT the artifact's source checkpoint (sha256 differs)"
-    return reference_model(manifest["spec"], manifest["num_classes"], state_dict), note
+    return load_reference(spec, num_classes, source.weights.arrays), note
 
 
-def reference_logits(manifest, checkpoint, batch):
+def reference_logits(manifest: dict, checkpoint, batch: np.ndarray) -> np.ndarray:
     """official_ref's logits on the (N, H, W, 3) batch the Keras model gets."""
     import torch
 
@@ -104,7 +91,7 @@ def reference_logits(manifest, checkpoint, batch):
         return reference(torch.from_numpy(np.ascontiguousarray(batch.transpose(0, 3, 1, 2)))).numpy()
 
 
-def print_table(labels, columns, top):
+def print_table(labels: list[str], columns: list[tuple], top: int) -> None:
     """Side-by-side top-`top` lists; `columns` is [(title, probabilities of one image)]."""
     from cvt_tf.imagenet import top_classes
 
@@ -116,7 +103,7 @@ def print_table(labels, columns, top):
         click.echo(f"{rank + 1:>3}  " + " | ".join(cells))
 
 
-def agreement(keras_logits, torch_logits, top):
+def agreement(keras_logits, torch_logits, top: int) -> tuple[float, str]:
     """One line: max abs diff of the logits and whether the top-1 and top-`top` classes agree."""
     from cvt_tf.imagenet import top_classes
 
@@ -140,14 +127,13 @@ def agreement(keras_logits, torch_logits, top):
 @click.option("--top", type=click.IntRange(1, 1000), default=5, show_default=True, help="Classes to list.")
 @click.option("--atol", type=float, default=1e-4, show_default=True, callback=check_atol,
               help="Largest allowed logits difference with --checkpoint.")
-def predict(images, artifact, checkpoint, top, atol):
+def predict(images: tuple, artifact: str, checkpoint: str | None, top: int, atol: float) -> None:
     if checkpoint is not None:
         import converter  # noqa: F401  (torch and timm before TensorFlow)
-    from cvt_tf.artifact import read_manifest
 
     try:
         manifest = read_manifest(artifact)
-    except (FileNotFoundError, ValueError) as error:
+    except ArtifactError as error:
         raise BadInput(f"--artifact: {error}") from None
     num_classes = manifest["num_classes"]
     if num_classes == 0:

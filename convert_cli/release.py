@@ -13,7 +13,7 @@ from cvt_spec import OFFICIAL_CHECKPOINTS, PUBLISHED_AT, locate_official
 SINGLE_CONVERSION_OPTIONS = ("config", "spec", "checkpoint", "name", "res", "num_classes", "version", "show_mapping")
 
 
-def release_command(options, command):
+def release_command(options: dict, command: str) -> None:
     """Runs --all from the parsed CLI options; exit 1 if any parity failed, 2 if a checkpoint was bad."""
     given = [f"--{key.replace('_', '-')}" for key in SINGLE_CONVERSION_OPTIONS if options[key] not in (None, False)]
     if given:
@@ -24,16 +24,16 @@ def release_command(options, command):
             f"none of the {len(OFFICIAL_CHECKPOINTS)} official checkpoints is in {DEFAULT_CHECKPOINT_DIR}/ "
             f"(e.g. {missing[0].name}; see {PUBLISHED_AT}); try --all --synthetic"
         )
+    from converter.memory import prefer_returning_memory
     from converter.release import official_jobs, run_release, summary_table, write_sha256sums
+
+    prefer_returning_memory()
 
     jobs, missing = official_jobs(
         DEFAULT_CHECKPOINT_DIR, options["out"], options["synthetic"],
         seed=options["seed"], atol=options["atol"], parity=not options["no_parity"], command=command,
     )
-    try:
-        outcomes = run_release(jobs, progress=click.echo)
-    except OSError as error:
-        raise BadInput(f"cannot write the artifacts to {options['out']}: {error.strerror or error}") from None
+    outcomes = run_release(jobs, progress=click.echo)
     click.echo(summary_table(outcomes))
     sums = write_sha256sums(options["out"], outcomes)
     if sums is not None:

@@ -5,7 +5,7 @@ Exit 0 when every output is within the tolerance, 1 when not, 2 when the artifac
 
 import click
 
-from convert_cli.errors import BadInput, ParityFailed
+from convert_cli.errors import BadInput
 from convert_cli.plan import check_atol
 
 
@@ -19,22 +19,17 @@ def _optional_atol(ctx, param, value):
 @click.option("--synthetic", is_flag=True, help="Regenerate the synthetic checkpoint the manifest records.")
 @click.option("--atol", type=float, callback=_optional_atol,
               help="Largest allowed absolute difference (default: the manifest's).")
-def verify_command(artifact, checkpoint, synthetic, atol):
+def verify_command(artifact: str, checkpoint: str | None, synthetic: bool, atol: float | None) -> None:
     """Reload ARTIFACT with cvt_tf.load_artifact and rerun parity against its checkpoint."""
     if (checkpoint is None) == (not synthetic):
         raise BadInput("verify needs exactly one of --checkpoint FILE and --synthetic")
     import converter  # noqa: F401  (torch before TensorFlow)
-    from converter.checkpoint import CheckpointError
-    from converter.port import MappingError
-    from converter.verify import VerifyError, verify_artifact
+    from converter.parity import ParityError
+    from converter.verify import verify_artifact
 
-    try:
-        report, same_source = verify_artifact(artifact, checkpoint, atol, progress=click.echo)
-    except (FileNotFoundError, ValueError, CheckpointError, MappingError, VerifyError) as error:
-        raise BadInput(str(error)) from None
+    report, same_source = verify_artifact(artifact, checkpoint, atol, progress=click.echo)
     click.echo(report.table())
     click.echo("the checkpoint is the source the manifest records" if same_source else
                "note: the checkpoint differs from the source the manifest records")
     if not report.passed:
-        raise ParityFailed(f"parity failed: {report.worst.output} differs by {report.worst.max_abs:.3e} "
-                           f"> atol {report.atol:g}")
+        raise ParityError(report)

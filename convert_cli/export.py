@@ -8,10 +8,9 @@ import sys
 
 import click
 
-from convert_cli.errors import BadInput, ParityFailed
+from convert_cli.errors import BadInput
 from convert_cli.plan import check_atol, parse_resolution
-
-FORMATS = ("pth", "tflite", "saved_model")
+from cvt_spec.artifacts import EXPORT_FORMATS, QUANTIZATIONS
 
 HELP = """Export a converted artifact as an official-layout PyTorch state dict, TFLite or SavedModel.
 
@@ -30,8 +29,8 @@ parity figures) to the artifact's manifest. Exit codes: 0 ok, 1 parity failed, 2
 
 @click.command("export", help=HELP, context_settings={"help_option_names": ["-h", "--help"]})
 @click.argument("artifact", type=click.Path())
-@click.option("--format", "export_format", type=click.Choice(FORMATS), required=True, help="Output format.")
-@click.option("--quantize", type=click.Choice(["none", "dynamic"]), default="none", show_default=True,
+@click.option("--format", "export_format", type=click.Choice(EXPORT_FORMATS), required=True, help="Output format.")
+@click.option("--quantize", type=click.Choice(QUANTIZATIONS), default="none", show_default=True,
               help="TFLite only: `dynamic` stores int8 weights (dynamic-range quantization).")
 @click.option("--out", type=click.Path(), help="Output file (directory for saved_model); default beside the artifact.")
 @click.option("--force", is_flag=True, help="Overwrite an existing output.")
@@ -43,29 +42,23 @@ parity figures) to the artifact's manifest. Exit codes: 0 ok, 1 parity failed, 2
 @click.option("--atol", type=float, default=1e-4, show_default=True, callback=check_atol,
               help="Largest allowed absolute difference (not applied to int8 TFLite).")
 @click.option("--debug", is_flag=True, help="Show TensorFlow's logs and full tracebacks.")
-def export(artifact, export_format, quantize, out, force, res, samples, seed, atol, debug):
+def export(artifact: str, export_format: str, quantize: str, out: str | None, force: bool, res: tuple | None,
+           samples: int, seed: int, atol: float, debug: bool) -> None:
     if quantize != "none" and export_format != "tflite":  # checked before the slow imports
         raise BadInput(f"--quantize {quantize} applies to --format tflite only, got --format {export_format}")
     import converter  # noqa: F401  (torch before TensorFlow)
-    from converter.exports import ExportError, ExportJob, ExportParityError, run_export
+    from converter.export import ExportJob, run_export
 
     job = ExportJob(
         artifact=artifact, format=export_format, out=out, quantize=quantize, force=force, resolution=res,
         samples=samples, seed=seed, atol=atol, command=shlex.join(["convert.py", *sys.argv[1:]]),
     )
-    try:
-        path, entry = run_export(job, progress=click.echo)
-    except ExportError as error:
-        raise BadInput(str(error)) from None
-    except ExportParityError as error:
-        raise ParityFailed(str(error)) from None
-    except OSError as error:
-        raise BadInput(f"cannot write {out or 'the export'}: {error.strerror or error}") from None
+    path, entry = run_export(job, progress=click.echo)
     click.echo(_summary(entry))
     click.echo(f"wrote {path} ({entry['size']:,} bytes, sha256 {entry['sha256'][:16]}…) and its manifest entry")
 
 
-def _summary(entry):
+def _summary(entry: dict) -> str:
     parity = entry["parity"]
     if "logits_max_abs" not in parity:
         worst = max(parity["outputs"].items(), key=lambda item: item[1]["max_abs"])
