@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from cvt_spec import variant_spec
+from cvt_spec import stage_specs, variant_spec
 
 TORCH = "pytorch"
 EAGER = "tf-eager"
@@ -16,7 +16,6 @@ LIVE = "tf-live"
 XLA = "tf-xla"
 TFLITE = "tflite"
 SYSTEMS = (TORCH, EAGER, GRAPH, LIVE, XLA, TFLITE)
-TF_SYSTEMS = (EAGER, GRAPH, LIVE, XLA)
 SYSTEM_LABELS = {
     TORCH: "PyTorch eager (official_ref, inference_mode) - baseline",
     EAGER: "cvt_tf eager Keras call",
@@ -37,10 +36,10 @@ class Group:
     skip: tuple = ()  # (system, reason) pairs
 
     @property
-    def name(self):
+    def name(self) -> str:
         return f"{self.variant}@{self.resolution}"
 
-    def skipped(self, system):
+    def skipped(self, system: str) -> str | None:
         return dict(self.skip).get(system)
 
 
@@ -58,54 +57,37 @@ FULL = (
 QUICK = (Group("cvt-13", 112, (1,)),)
 
 
-def bench_inputs(batch, resolution, seed=0):
+def bench_inputs(batch: int, resolution: int, seed: int = 0) -> np.ndarray:
     """Seeded NCHW float32 inputs shared by every worker (channels_last systems transpose once)."""
     rng = np.random.default_rng(seed + 1000 * batch + resolution)
     return rng.normal(0.0, 1.0, (batch, 3, resolution, resolution)).astype(np.float32)
 
 
-def _conv_out(n, kernel, stride, padding):
-    return (n + 2 * padding - kernel) // stride + 1
-
-
-def _projection_out(n, method, kernel, stride, padding):
-    if method == "dw_bn":
-        return _conv_out(n, kernel, stride, padding)
-    if method == "avg":
-        return -(-(n + 2 * padding - kernel) // stride) + 1  # ceil mode; the dropped-window case is rare
-    return n
-
-
-def multiply_adds(variant, resolution, num_classes=1000):
+def multiply_adds(variant: str, resolution: int, num_classes: int = 1000) -> int:
     """Multiply-accumulates of one image: convolutions, linear layers and the two attention matmuls.
 
     Element-wise work (norms, softmax, activations) is left out, as in the paper's FLOPs column.
     """
-    spec = variant_spec(variant)
     size, channels, total = resolution, 3, 0
-    for i in range(spec["NUM_STAGES"]):
-        dim, k = spec["DIM_EMBED"][i], spec["PATCH_SIZE"][i]
-        size = _conv_out(size, k, spec["PATCH_STRIDE"][i], spec["PATCH_PADDING"][i])
+    for stage in stage_specs(variant_spec(variant)):
+        dim, k = stage.dim, stage.patch_size
+        size = stage.grid_size(size)
         total += size * size * dim * channels * k * k
-        cls = int(spec["CLS_TOKEN"][i])
-        method, kernel = spec["QKV_PROJ_METHOD"][i], spec["KERNEL_QKV"][i]
-        q_method = "linear" if method == "avg" else method
-        q_size = _projection_out(size, q_method, kernel, spec["STRIDE_Q"][i], spec["PADDING_Q"][i])
-        kv_size = _projection_out(size, method, kernel, spec["STRIDE_KV"][i], spec["PADDING_KV"][i])
-        dw = kernel * kernel * dim if method == "dw_bn" else 0
+        cls = int(stage.cls_token)
+        q_size, kv_size = stage.q_size(size), stage.kv_size(size)
+        dw = stage.kernel_size**2 * dim if stage.has_projection_weights else 0
         q_tokens, kv_tokens = q_size * q_size + cls, kv_size * kv_size + cls
-        hidden = int(dim * spec["MLP_RATIO"][i])
         block = (
             dw * (q_size * q_size + 2 * kv_size * kv_size)
             + (q_tokens + 2 * kv_tokens) * dim * dim  # proj_q, proj_k, proj_v
             + 2 * q_tokens * kv_tokens * dim  # q k^T and attention @ v
             + (size * size + cls) * dim * dim  # proj
-            + 2 * (size * size + cls) * dim * hidden  # fc1, fc2
+            + 2 * (size * size + cls) * dim * stage.hidden_dim  # fc1, fc2
         )
-        total += spec["DEPTH"][i] * block
+        total += stage.depth * block
         channels = dim
     return total + channels * num_classes
 
 
-def gflop_per_image(variant, resolution):
+def gflop_per_image(variant: str, resolution: int) -> float:
     return 2 * multiply_adds(variant, resolution) / 1e9

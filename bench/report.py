@@ -8,7 +8,7 @@ import numpy as np
 from bench.configs import SYSTEMS, TORCH, gflop_per_image
 
 
-def summarize(times_by_round):
+def summarize(times_by_round: list) -> dict:
     """Median of the per-process medians and their spread ((max - min) / median, in %)."""
     medians = [float(np.median(times)) for times in times_by_round]
     centre = float(np.median(medians))
@@ -16,13 +16,13 @@ def summarize(times_by_round):
             "spread_pct": 100.0 * (max(medians) - min(medians)) / centre}
 
 
-def max_abs_diff(path, reference_path):
+def max_abs_diff(path: str | None, reference_path: str | None) -> float | None:
     if path is None or reference_path is None:
         return None
     return float(np.max(np.abs(np.load(path).astype(np.float64) - np.load(reference_path))))
 
 
-def rows(group, batch, results, peak_gflops):
+def rows(group, batch: int, results: dict, peak_gflops: float | None) -> list[dict]:
     """One row per system for a config: img/s, ratio vs PyTorch, first call, diff, GFLOP/s, % of peak."""
     entries = {}
     for system, per_round in results.items():
@@ -49,7 +49,8 @@ def rows(group, batch, results, peak_gflops):
         if torch_entry is not None:
             row["ratio_vs_pytorch"] = torch_entry["median_s"] / entry["median_s"]
             row["cpu_ratio_vs_pytorch"] = torch_entry["cpu_median_s"] / entry["cpu_median_s"]
-            row["paired_ratios"] = [t / s for t, s in zip(torch_entry["round_medians_s"], entry["round_medians_s"])]
+            rounds = zip(torch_entry["round_medians_s"], entry["round_medians_s"], strict=True)
+            row["paired_ratios"] = [t / s for t, s in rounds]
             row["max_abs_diff_vs_pytorch"] = max_abs_diff(entry["logits"], torch_entry["logits"])
         out.append(row)
     return out
@@ -59,7 +60,7 @@ def _fmt(value, spec):
     return "-" if value is None else format(value, spec)
 
 
-def table(result_rows, skipped):
+def table(result_rows: list[dict], skipped: dict) -> str:
     header = (f"{'config':<16}{'system':<13}{'img/s':>9}{'ms/call':>10}{'spread%':>9}{'vs torch':>9}"
               f"{'1st call s':>11}{'max|diff|':>11}{'GFLOP/s':>9}{'%peak':>7}{'cpu ratio':>10}")
     lines = [header, "-" * len(header)]
@@ -76,7 +77,7 @@ def table(result_rows, skipped):
     return "\n".join(lines)
 
 
-def chart(result_rows, path):
+def chart(result_rows: list[dict], path) -> None:
     """Images/s per config and system, one panel per config, PyTorch's level dashed."""
     import matplotlib
 
@@ -85,7 +86,7 @@ def chart(result_rows, path):
 
     configs = list(dict.fromkeys(row["config"] for row in result_rows))
     figure, axes = plt.subplots(1, len(configs), figsize=(3.2 * len(configs), 3.6), squeeze=False)
-    for axis, config in zip(axes[0], configs):
+    for axis, config in zip(axes[0], configs, strict=True):
         config_rows = [row for row in result_rows if row["config"] == config]
         names = [row["system"] for row in config_rows]
         speeds = [row["images_per_s"] for row in config_rows]

@@ -21,7 +21,7 @@ REPO = Path(__file__).resolve().parents[1]
 WORKER_TIMEOUT_S = 1800
 
 
-def parse_args(argv=None):
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="one small config, one round, 3 calls (< 1 min)")
     parser.add_argument("--rounds", type=int, help="alternation rounds (default 3; quick 1)")
@@ -41,7 +41,7 @@ def parse_args(argv=None):
     return args
 
 
-def run_process(command, log_path, env):
+def run_process(command: list[str], log_path, env: dict) -> tuple[int, float, float]:
     """Runs one process to the end; returns (exit code, wall seconds, peak RSS in MB)."""
     started = time.perf_counter()
     with open(log_path, "w") as log:
@@ -65,7 +65,7 @@ class Bench:
                     "PYTHONPATH": str(REPO)}
         self.counter = 0
 
-    def worker(self, framework, job):
+    def worker(self, framework: str, job: dict) -> tuple:
         """Runs bench.worker_<framework> on a job; returns (result dict or None, exit code, seconds, MB)."""
         self.counter += 1
         stem = self.workdir / f"{self.counter:03d}-{job['task']}-{job.get('system', '')}-{job['group']}"
@@ -83,7 +83,7 @@ class Bench:
             result["xnnpack_in_log"] = "XNNPACK" in log
         return result, code, seconds, rss
 
-    def prepare(self, group):
+    def prepare(self, group) -> tuple[dict, dict]:
         """Synthetic checkpoint -> convert.py (timed) -> TFLite flatbuffers (timed)."""
         base = {"group": group.name, "variant": group.variant, "resolution": group.resolution, "round": 0,
                 "seed": 0, "batches": list(group.batches), "calls": self.args.calls}
@@ -105,7 +105,7 @@ class Bench:
             print(f"  TFLite {group.name}: {seconds:.1f} s, peak RSS {rss:.0f} MB (exit {code})")
         return base, conversion
 
-    def run_group(self, group):
+    def run_group(self, group) -> tuple[list, dict]:
         print(f"== {group.name}, batches {list(group.batches)}")
         base, conversion = self.prepare(group)
         peak, *_ = self.worker("tf", {**base, "task": "matmul"})
@@ -131,14 +131,14 @@ class Bench:
                       "failed": failed}
 
 
-def machine():
+def machine() -> dict:
     import numpy
 
     return {"platform": platform.platform(), "python": platform.python_version(), "numpy": numpy.__version__,
             "cpu_count": os.cpu_count(), "loadavg_start": os.getloadavg()}
 
 
-def write_results(args, info, groups, all_rows, skipped, started):
+def write_results(args, info: dict, groups: dict, all_rows: list, skipped: dict, started: float) -> dict:
     """Writes results.json (after every model, so a long run that is stopped keeps what it measured)."""
     info["loadavg_end"] = os.getloadavg()
     for row in all_rows:
@@ -154,7 +154,7 @@ def write_results(args, info, groups, all_rows, skipped, started):
     return results
 
 
-def main(argv=None):
+def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     started = time.perf_counter()
     info = machine()

@@ -16,18 +16,18 @@ from bench.configs import bench_inputs
 WARMUP_CALLS = 3  # after the first call, which is timed on its own; oneDNN and XNNPack settle by then
 
 
-def read_job():
+def read_job() -> dict:
     if len(sys.argv) != 2:
         raise SystemExit("usage: python -m bench.worker_<framework> JOB.json")
     return json.loads(Path(sys.argv[1]).read_text())
 
 
-def write_result(job, result):
+def write_result(job: dict, result: dict) -> None:
     result = {"system": job.get("system"), "group": job["group"], "round": job["round"], "pid": os.getpid(), **result}
     Path(job["result"]).write_text(json.dumps(result, indent=1))
 
 
-def time_calls(run, calls):
+def time_calls(run, calls: int) -> tuple:
     """(first call s, logits of the first call, [wall s of each timed call], [CPU s of each]).
 
     CPU seconds (all threads of the process) are what the call cost when other work shares the cores.
@@ -48,7 +48,7 @@ def time_calls(run, calls):
     return first, logits, times, cpu_times
 
 
-def time_batches(job, make_run, threads):
+def time_batches(job: dict, make_run, threads: dict) -> None:
     """Times `make_run(batch, nchw_inputs) -> run` for each batch size of the job; writes the result.
 
     `run()` does one whole inference and returns the logits as numpy. The time `make_run` takes

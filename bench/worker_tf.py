@@ -5,6 +5,7 @@ Also converts the Keras model to TFLite and measures the fp32 matmul peak. Never
 
 import os
 import time
+from collections.abc import Callable
 
 import numpy as np
 import tensorflow as tf
@@ -19,7 +20,7 @@ MATMUL_CALLS = 10
 STREAM_SYSTEMS = (GRAPH, LIVE)
 
 
-def set_threads(job):
+def set_threads(job: dict) -> dict:
     """The TF threads of the system `job` times, on `job["threads"]` cores.
 
     tf-function and tf-live run `cvt_tf.set_cpu_threads`: one intra-op thread per op and independent
@@ -41,19 +42,19 @@ def set_threads(job):
     }
 
 
-def stream_count(job):
+def stream_count(job: dict) -> int:
     return job["threads"] if job.get("system") in STREAM_SYSTEMS else 1
 
 
-def image_shape(job, batch):
+def image_shape(job: dict, batch: int) -> tuple:
     return (batch, job["resolution"], job["resolution"], 3)
 
 
-def tflite_path(job, batch):
+def tflite_path(job: dict, batch: int) -> str:
     return os.path.join(job["workdir"], f"{job['group']}-b{batch}.tflite")
 
 
-def make_keras_run(job, model):
+def make_keras_run(job: dict, model) -> Callable:
     """eager, tf.function and XLA: the model on NHWC inputs (transposed once, outside the timing)."""
 
     def make_run(batch, inputs):
@@ -70,7 +71,7 @@ def make_keras_run(job, model):
     return make_run
 
 
-def make_tflite_run(job):
+def make_tflite_run(job: dict) -> Callable:
     def make_run(batch, inputs):
         interpreter = tf.lite.Interpreter(model_path=tflite_path(job, batch), num_threads=job["threads"])
         interpreter.allocate_tensors()
@@ -88,7 +89,7 @@ def make_tflite_run(job):
     return make_run
 
 
-def time_tf(job):
+def time_tf(job: dict) -> None:
     threads = set_threads(job)
     if job["system"] == TFLITE:
         threads["tflite.num_threads"] = job["threads"]
@@ -98,7 +99,7 @@ def time_tf(job):
     time_batches(job, make_keras_run(job, model), threads)
 
 
-def convert_tflite(job):
+def convert_tflite(job: dict) -> None:
     """Converts the default inference path of each batch size to a TFLite flatbuffer."""
     set_threads(job)
     model = cvt_tf.load_artifact(job["artifact"])
@@ -117,7 +118,7 @@ def convert_tflite(job):
     write_result(job, {"convert_s": seconds, "bytes": {b: os.path.getsize(tflite_path(job, b)) for b in seconds}})
 
 
-def matmul_peak(job):
+def matmul_peak(job: dict) -> None:
     """GFLOP/s of a large fp32 matmul with the bench's threads: the denominator of `% of peak`."""
     threads = set_threads(job)
     rng = np.random.default_rng(0)

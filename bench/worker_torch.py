@@ -11,27 +11,20 @@ from bench.timing import read_job, time_batches, write_result
 from converter.checkpoint import load_checkpoint
 from converter.synthetic import save_checkpoint, synthetic_state_dict
 from cvt_spec import variant_spec
-from official_ref.model import ConvolutionalVisionTransformer
+from official_ref import load_reference
 
 
-def write_checkpoint(job):
+def write_checkpoint(job: dict) -> None:
     """A synthetic checkpoint in the official layout: what `convert.py --checkpoint` reads."""
     spec = variant_spec(job["variant"])
     save_checkpoint(synthetic_state_dict(spec, 1000, job["seed"]), job["checkpoint"])
     write_result(job, {"bytes": os.path.getsize(job["checkpoint"])})
 
 
-def load_reference(job):
-    model = ConvolutionalVisionTransformer(variant_spec(job["variant"]), 1000)
-    tensors = {key: torch.from_numpy(value) for key, value in load_checkpoint(job["checkpoint"]).items()}
-    model.load_state_dict(tensors, strict=True, assign=True)
-    return model.eval()
-
-
-def time_reference(job):
+def time_reference(job: dict) -> None:
     torch.set_num_threads(job["threads"])
     torch.set_num_interop_threads(1)
-    model = load_reference(job)
+    model = load_reference(variant_spec(job["variant"]), 1000, load_checkpoint(job["checkpoint"]))
 
     def make_run(batch, inputs):
         x = torch.from_numpy(inputs)
