@@ -13,12 +13,14 @@ import pytest
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import converter  # noqa: E402,F401  (torch first)
+from converter.layout import check_state_dict  # noqa: E402
 from converter.mapping import mapping_rows  # noqa: E402
-from converter.parity import check_parity, parity_inputs  # noqa: E402
-from converter.pipeline import build_keras_model, reference_model  # noqa: E402
-from converter.port import port_weights  # noqa: E402
+from converter.parity import ParityRun, check_parity  # noqa: E402
+from converter.port import build_ported  # noqa: E402
+from converter.steps import build_keras_model  # noqa: E402
 from converter.synthetic import synthetic_state_dict  # noqa: E402
 from cvt_spec import normalize_spec  # noqa: E402
+from official_ref import load_reference  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 OFFICIAL_KEYS = Path(__file__).parent / "data" / "official_keys"
@@ -56,13 +58,19 @@ def spec():
     return normalize_spec(tiny_spec())
 
 
+def ported(spec, state_dict, num_classes=10, data_format="channels_last"):
+    """A Keras model holding `state_dict` (official layout), through the layout check and the mapping."""
+    spec = normalize_spec(spec)
+    return build_ported(check_state_dict(dict(state_dict), spec, num_classes),
+                        lambda: build_keras_model(spec, num_classes, data_format), mapping_rows(spec, num_classes))
+
+
 def ported_pair(spec, num_classes=10, seed=0, data_format="channels_last"):
     """(reference torch model, Keras model) holding the same synthetic weights."""
     spec = normalize_spec(spec)
     state_dict = synthetic_state_dict(spec, num_classes, seed)
-    keras_model = build_keras_model(spec, num_classes, data_format)
-    port_weights(dict(state_dict), keras_model, mapping_rows(spec, num_classes))
-    return reference_model(spec, num_classes, state_dict), keras_model
+    keras_model = ported(spec, state_dict, num_classes, data_format)
+    return load_reference(spec, num_classes, state_dict), keras_model
 
 
 def assert_parity(spec, num_classes=10, size=(64, 64), batch=2, seed=0, atol=1e-4):
@@ -70,8 +78,7 @@ def assert_parity(spec, num_classes=10, size=(64, 64), batch=2, seed=0, atol=1e-
     reference, keras_model = ported_pair(spec, num_classes, seed)
     twin = build_keras_model(normalize_spec(spec), num_classes, "channels_first")
     twin.set_weights(keras_model.get_weights())
-    inputs = parity_inputs(*size, batch=batch, seed=seed)
-    report = check_parity(reference, keras_model, inputs, atol, seed, channels_first_model=twin)
+    report = check_parity(reference, keras_model, ParityRun(size, atol, batch, seed), channels_first_model=twin)
     assert report.passed, "\n" + report.table()
     return report
 
@@ -101,9 +108,32 @@ def keras_twin(model, **overrides):
 
     config = {**model.get_config(), **overrides}
     config.pop("dtype")
-    twin = CvT.from_config(config)
-    if not twin.built:
-        channels_first = twin.data_format == "channels_first"
-        twin.build((None, twin.in_chans, None, None) if channels_first else (None, None, None, twin.in_chans))
+    twin = CvT.from_config(config).build_for_any_size()
     twin.set_weights(model.get_weights())
     return twin
+
+
+def visible_names(directory):
+    """The names a user sees in `directory`, after checking its hidden entries are exactly the artifacts'.
+
+    Each artifact NAME shows as `NAME.weights.h5` and `NAME.json`, links through `.NAME.current` to its
+    one current version `.NAME.w<pid>-<nonce>/` holding both files; nothing else may be hidden there.
+    """
+    import os
+    import re
+
+    entries = {p.name: p for p in Path(directory).iterdir()}
+    visible = sorted(name for name in entries if not name.startswith("."))
+    expected_hidden = set()
+    for name in visible:
+        if name.endswith(".weights.h5"):
+            stem = name.removesuffix(".weights.h5")
+            pointer = entries[f".{stem}.current"]
+            version = os.readlink(pointer)
+            assert re.fullmatch(rf"\.{re.escape(stem)}\.w\d+-[0-9a-f]{{8}}", version), version
+            assert sorted(p.name for p in (Path(directory) / version).iterdir()) == [f"{stem}.json", name]
+            for file_name in (name, f"{stem}.json"):
+                assert os.readlink(entries[file_name]) == f".{stem}.current/{file_name}"
+            expected_hidden |= {pointer.name, version}
+    assert sorted(n for n in entries if n.startswith(".")) == sorted(expected_hidden), sorted(entries)
+    return visible

@@ -11,13 +11,12 @@ import numpy as np
 import pytest
 import torch
 
-from converter.mapping import mapping_rows
+from converter.mapping import keras_variables, mapping_rows
 from converter.parity import parity_inputs
-from converter.pipeline import reference_model
-from converter.port import keras_variables
 from cvt_spec import normalize_spec
 from cvt_tf import load_artifact
-from tests.conftest import TINY_SPEC, run_cli
+from official_ref import load_reference
+from tests.conftest import TINY_SPEC, run_cli, visible_names
 from tests.corpus import NUM_CLASSES, record, tensors, tiny_state_dict, write_spec
 
 
@@ -35,7 +34,7 @@ def _convert(tmp_path, checkpoint, case):
                      "--checkpoint", checkpoint, "--out", out, "--name", "tiny")
     assert result.returncode == 0, result.stderr
     assert result.stderr == ""
-    assert sorted(p.name for p in out.iterdir()) == ["tiny.json", "tiny.weights.h5"]
+    assert visible_names(out) == ["tiny.json", "tiny.weights.h5"]
     notes = [line for line in result.stdout.splitlines() if line.startswith("note: ")]
     record(case, 0, " / ".join([notes[0], notes[-1]]) if notes else result.stdout.splitlines()[-1])
     return result, out / "tiny.weights.h5", json.loads((out / "tiny.json").read_text())
@@ -93,5 +92,5 @@ def test_half_precision_is_widened_with_notes_and_parity_uses_the_widened_weight
     spec = normalize_spec(TINY_SPEC)
     x = torch.from_numpy(parity_inputs(64, 64, seed=0))
     with torch.inference_mode():
-        drift = (reference_model(spec, NUM_CLASSES, widened)(x) - reference_model(spec, NUM_CLASSES, state_dict)(x))
+        drift = (load_reference(spec, NUM_CLASSES, widened)(x) - load_reference(spec, NUM_CLASSES, state_dict)(x))
     assert float(drift.abs().max()) > 100 * logits

@@ -1,4 +1,4 @@
-"""Safe checkpoint loading and the two-sided accounting of the port."""
+"""Safe checkpoint loading and the one check of the official layout (key accounting both ways, dtypes, NaN)."""
 
 import collections
 
@@ -7,11 +7,8 @@ import pytest
 import torch
 
 from converter.checkpoint import CheckpointError, load_checkpoint
-from converter.mapping import mapping_rows
-from converter.pipeline import build_keras_model
-from converter.port import MappingError, port_weights
+from converter.layout import HeadMismatch, LayoutError, check_state_dict
 from converter.synthetic import save_checkpoint, synthetic_state_dict
-from converter.validate import HeadMismatch, validate_state_dict
 from cvt_spec import normalize_spec
 from tests.conftest import tiny_spec
 from tests.corpus import MALFORMED_STATE_DICTS
@@ -99,37 +96,35 @@ def test_one_error_lists_every_missing_unexpected_and_mismatched_name(spec, stat
     del broken["stage1.blocks.0.mlp.fc1.bias"]
     del broken["norm.weight"]
     broken["stage9.extra.weight"] = np.zeros((2, 2), np.float32)
-    broken["head.weight"] = np.zeros((11, 48), np.float32)
-    with pytest.raises(MappingError) as error:
-        port_weights(broken, build_keras_model(spec, 10), mapping_rows(spec, 10))
+    broken["head.bias"] = np.zeros(11, np.float32)
+    with pytest.raises(LayoutError) as error:
+        check_state_dict(broken, spec, 10)
     message = str(error.value)
-    assert "4 problems" in message
+    assert "(2 missing in checkpoint, 1 unexpected in checkpoint, 1 shape mismatch)" in message
     assert "missing in checkpoint: stage1.blocks.0.mlp.fc1.bias" in message
     assert "missing in checkpoint: norm.weight" in message
     assert "unexpected in checkpoint: stage9.extra.weight (2, 2)" in message
-    assert "shape mismatch: head.weight is (11, 48), expected (10, 48) for head/kernel" in message
+    assert "shape mismatch: head.bias is (11,), expected (10,)" in message
 
 
 def test_checkpoint_of_another_variant_is_refused(spec, state_dict):
     other = normalize_spec(tiny_spec(DEPTH=[1, 1, 3]))
-    with pytest.raises(MappingError, match="missing in checkpoint: stage2.blocks.2.norm1.weight"):
-        port_weights(dict(state_dict), build_keras_model(other, 10), mapping_rows(other, 10))
+    with pytest.raises(LayoutError, match="missing in checkpoint: stage2.blocks.2.norm1.weight"):
+        check_state_dict(dict(state_dict), other, 10)
 
 
 def test_non_finite_and_integer_weights_are_refused(spec, state_dict):
-    model = build_keras_model(spec, 10)
-    rows = mapping_rows(spec, 10)
     broken = dict(state_dict, **{"stage0.patch_embed.proj.bias": np.full(16, np.nan, np.float32)})
-    with pytest.raises(MappingError, match="stage0.patch_embed.proj.bias has 16 NaN and 0 Inf of 16 values"):
-        port_weights(broken, model, rows)
+    with pytest.raises(LayoutError, match="stage0.patch_embed.proj.bias has 16 NaN and 0 Inf of 16 values"):
+        check_state_dict(broken, spec, 10)
     broken = dict(state_dict, **{"norm.bias": np.zeros(48, np.int64)})
-    with pytest.raises(MappingError, match="norm.bias: dtype int64, expected a floating-point tensor"):
-        port_weights(broken, model, rows)
+    with pytest.raises(LayoutError, match="dtype mismatch: norm.bias is int64, expected float32"):
+        check_state_dict(broken, spec, 10)
 
 
 def test_half_precision_weights_are_widened_with_a_note(spec, state_dict):
     half = {k: (v.astype(np.float16) if v.dtype == np.float32 else v) for k, v in state_dict.items()}
-    notes = port_weights(half, build_keras_model(spec, 10), mapping_rows(spec, 10))
+    notes = check_state_dict(half, spec, 10).notes
     assert notes and all("float16 converted to float32" in note for note in notes)
 
 
@@ -166,7 +161,8 @@ def test_bfloat16_is_widened_at_load_with_a_note(tmp_path, state_dict):
 def test_validation_widens_half_precision_and_fills_step_counters(spec, state_dict):
     half = {k: (v.astype(np.float16) if v.dtype == np.float32 else v) for k, v in state_dict.items()
             if not k.endswith("num_batches_tracked")}
-    arrays, notes = validate_state_dict(half, spec, 10)
+    checked = check_state_dict(half, spec, 10)
+    arrays, notes = checked.arrays, checked.notes
     assert sorted(arrays) == sorted(state_dict)
     assert arrays["head.weight"].dtype == np.float32
     np.testing.assert_array_equal(arrays["head.weight"], half["head.weight"].astype(np.float32))
@@ -177,4 +173,4 @@ def test_validation_widens_half_precision_and_fills_step_counters(spec, state_di
 def test_head_mismatch_is_named_before_any_shape_listing(spec, state_dict):
     with pytest.raises(HeadMismatch, match=r"num_classes 1000 disagrees with the checkpoint's head: "
                        r"head.weight is \(10, 48\), a 10-class head; use num_classes 10"):
-        validate_state_dict(state_dict, spec, 1000)
+        check_state_dict(state_dict, spec, 1000)

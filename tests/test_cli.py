@@ -85,3 +85,47 @@ def test_help_explains_the_commands():
     assert result.returncode == 0
     for fragment in ("--config", "--synthetic", "--show-mapping", "Exit codes"):
         assert fragment in result.stdout
+
+
+def _run_in_process(args, capfd):
+    """(exit code, stderr lines) of the CLI's `run` in this process."""
+    from convert_cli.app import run
+
+    try:
+        run([str(a) for a in args])
+        code = 0
+    except SystemExit as exit_info:
+        code = exit_info.code
+    return code, capfd.readouterr().err.splitlines()
+
+
+@pytest.mark.parametrize(
+    ("module", "function", "args"),
+    [
+        ("converter.steps", "check_state_dict", ["--synthetic"]),  # a bug in a library step
+        ("convert_cli.inspect", "stored_variables", ["inspect", "nothing-needed"]),  # in a subcommand
+    ],
+    ids=["conversion", "inspect"],
+)
+def test_a_planted_value_error_is_a_bug_not_bad_input(tmp_path, tiny_spec_file, monkeypatch, capfd, module,
+                                                      function, args):
+    """A ValueError that is not the project's own InputError means the code is wrong: exit 3, not 2."""
+    import importlib
+
+    def planted(*_args, **_kwargs):
+        raise ValueError("planted")
+
+    monkeypatch.setattr(importlib.import_module(module), function, planted)
+    if args[0] == "inspect":
+        from converter.pipeline import Conversion, convert
+        from cvt_spec import normalize_spec
+        from tests.conftest import TINY_SPEC
+
+        convert(Conversion(spec=normalize_spec(TINY_SPEC), num_classes=10, resolution=(48, 48), name="tiny",
+                           out_dir=tmp_path), progress=lambda _: None)
+        args = ["inspect", tmp_path / "tiny"]
+    else:
+        args = ["--spec", tiny_spec_file, "--num-classes", 10, "--res", 48, *args, "--out", tmp_path / "out"]
+    code, lines = _run_in_process(args, capfd)
+    assert code == 3
+    assert lines == ["error: internal error (ValueError: planted); rerun with --debug for the traceback"]

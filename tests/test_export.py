@@ -9,12 +9,13 @@ import numpy as np
 import pytest
 import torch
 
-from converter.export import write_artifact
-from converter.exports import ExportError, ExportJob, ExportParityError, default_output, path_sha256, run_export
-from converter.litert import run_saved_model, run_tflite
+from converter.artifact import write_artifact
+from converter.export import ExportError, ExportJob, ExportParityError, run_export
 from converter.parity import parity_inputs
 from converter.pipeline import Conversion, convert
 from converter.synthetic import save_checkpoint, synthetic_state_dict
+from converter.tf_formats import run_saved_model, run_tflite
+from cvt_spec.artifacts import EXPORT_FORMATS, artifact_paths, default_export_path, path_sha256
 from cvt_tf import load_artifact
 from official_ref.model import ConvolutionalVisionTransformer
 from tests.conftest import run_cli
@@ -44,8 +45,8 @@ def built_artifact(tmp_path_factory, spec, source):
 
 @pytest.fixture
 def artifact(tmp_path, built_artifact):
-    """A private copy of the module's artifact: exports change its manifest."""
-    for path in built_artifact.parent.iterdir():
+    """A private copy of the module's artifact (as plain files, as `cp` copies them): exports change its manifest."""
+    for path in artifact_paths(built_artifact):
         shutil.copy(path, tmp_path / path.name)
     return tmp_path / built_artifact.name
 
@@ -168,7 +169,7 @@ def test_failed_parity_leaves_nothing(artifact, tmp_path):
 
 def test_default_output_names(tmp_path):
     weights = tmp_path / "cvt-13-224x224_1k.weights.h5"
-    assert [default_output(weights, f, q).name for f, q in
+    assert [default_export_path(weights, f, q).name for f, q in
             [("pth", "none"), ("tflite", "none"), ("tflite", "dynamic"), ("saved_model", "none")]] == [
         "cvt-13-224x224_1k.pth", "cvt-13-224x224_1k.tflite", "cvt-13-224x224_1k.int8.tflite",
         "cvt-13-224x224_1k.saved_model",
@@ -214,7 +215,7 @@ def test_missing_or_damaged_artifact_is_refused(artifact, tmp_path):
 
 
 def test_cli_and_library_offer_the_same_formats():
-    from convert_cli.export_cmd import FORMATS as CLI_FORMATS
-    from converter.exports import FORMATS
+    from convert_cli.export import export
 
-    assert CLI_FORMATS == FORMATS
+    (format_option,) = [param for param in export.params if param.name == "export_format"]
+    assert tuple(format_option.type.choices) == EXPORT_FORMATS

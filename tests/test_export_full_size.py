@@ -2,7 +2,7 @@
 
 import pytest
 
-from converter.exports import ExportJob, run_export
+from converter.export import ExportJob, run_export
 from converter.pipeline import Conversion, convert
 from cvt_spec import variant_spec
 

@@ -8,9 +8,9 @@ import pytest
 import torch
 
 from converter.hf_layout import detect_layout, hf_renames, official_key_names, rename_to_official
+from converter.layout import LayoutError, official_shapes
 from converter.pipeline import Conversion, convert
-from converter.port import MappingError
-from converter.synthetic import official_shapes, save_checkpoint, synthetic_state_dict
+from converter.synthetic import save_checkpoint, synthetic_state_dict
 from cvt_spec import normalize_spec, variant_spec
 from tests.conftest import OFFICIAL_KEYS, run_cli, tiny_spec
 
@@ -68,10 +68,10 @@ def test_one_error_lists_every_missing_and_unexpected_hf_key(spec, official):
     del broken["cvt.encoder.stages.1.layers.0.intermediate.dense.bias"]
     broken["stage0.patch_embed.proj.weight"] = official["stage0.patch_embed.proj.weight"]  # mixed layouts
     broken["cvt.encoder.stages.2.layers.7.output.dense.bias"] = np.zeros(48, np.float32)
-    with pytest.raises(MappingError) as error:
+    with pytest.raises(LayoutError) as error:
         rename_to_official(broken, spec, 10)
     message = str(error.value)
-    assert "(4 problems)" in message
+    assert "(2 missing in checkpoint, 2 unexpected in checkpoint)" in message
     assert "missing in checkpoint: layernorm.weight" in message
     assert "missing in checkpoint: cvt.encoder.stages.1.layers.0.intermediate.dense.bias" in message
     assert "unexpected in checkpoint: stage0.patch_embed.proj.weight (16, 3, 7, 7)" in message
@@ -132,8 +132,8 @@ def test_cli_lists_hf_problems_in_one_line(tmp_path, spec, official, tiny_spec_f
                      "--checkpoint", tmp_path / "pytorch_model.bin", "--out", tmp_path / "out")
     assert result.returncode == 2
     assert result.stderr.splitlines() == [
-        f"error: {tmp_path / 'pytorch_model.bin'}: Hugging Face checkpoint does not fit the model (1 problems): "
-        "missing in checkpoint: classifier.bias"
+        f"error: {tmp_path / 'pytorch_model.bin'}: Hugging Face checkpoint does not fit the model "
+        "(1 missing in checkpoint): missing in checkpoint: classifier.bias (10,)"
     ]
     assert not (tmp_path / "out").exists()
 

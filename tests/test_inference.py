@@ -10,7 +10,7 @@ import torch
 
 import cvt_tf
 from converter.parity import parity_inputs, reference_outputs
-from converter.pipeline import build_keras_model
+from converter.steps import build_keras_model
 from cvt_spec import normalize_spec
 from tests.conftest import ported_pair, tiny_spec
 

@@ -7,8 +7,9 @@ import sys
 import pytest
 
 from converter.checkpoint import CheckpointError
+from converter.layout import LayoutError
+from converter.mapping import keras_variables, mapping_rows
 from converter.pipeline import Conversion, convert
-from converter.port import MappingError
 from converter.synthetic import save_checkpoint, synthetic_state_dict
 from converter.verify import VerifyError, verify_artifact
 from cvt_spec import normalize_spec
@@ -51,7 +52,9 @@ def test_inspect_lists_manifest_and_variables_without_tensorflow_or_torch(artifa
     assert lines[-1] == "imported: []"
     assert f"sha256 {manifest['artifact']['sha256']} matches the manifest" in lines
     printed = result.stdout[result.stdout.index("{"):result.stdout.index("\nvariables in")]
-    assert json.loads(printed) == manifest
+    names = manifest["artifact"]["variables"]
+    assert json.loads(printed) == {**manifest, "artifact": {k: v for k, v in manifest["artifact"].items()
+                                                            if k != "variables"}}
     # The variable list against Keras' own view of the same file.
     model = load_artifact(weights_path)
     shapes = sorted(tuple(v.shape) for v in model.weights)
@@ -59,6 +62,12 @@ def test_inspect_lists_manifest_and_variables_without_tensorflow_or_torch(artifa
     listed = [line for line in lines[start + 1:] if line.startswith("  ")]
     assert sorted(_shape(line) for line in listed) == shapes
     assert f"{len(shapes)} variables, {manifest['parameters']:,} parameters" in lines
+    # Named as --show-mapping names them: each line's name is a mapping row's Keras path, with its shape.
+    rows = {row.keras_path: row for row in mapping_rows(SPEC, 10)}
+    shapes_by_path = {path: tuple(v.shape) for path, v in keras_variables(model).items()}
+    assert sorted(line.split()[0] for line in listed) == sorted(rows) == sorted(names.values())
+    assert all(_shape(line) == shapes_by_path[line.split()[0]] for line in listed)
+    assert "  stage2/block0/attn/conv_proj_q/conv/kernel [3, 3, 48, 1] float32" in lines
 
 
 def _shape(line):
@@ -130,5 +139,5 @@ def test_verify_refuses_what_it_cannot_check(artifact, tmp_path):
         verify_artifact(weights_path, tmp_path / "missing.pth", progress=lambda _: None)
     other = tmp_path / "deeper.pth"
     save_checkpoint(synthetic_state_dict(normalize_spec(tiny_spec(DEPTH=[1, 1, 3])), 10), other)
-    with pytest.raises(MappingError, match="unexpected in checkpoint: stage2.blocks.2.norm1.weight"):
+    with pytest.raises(LayoutError, match="unexpected in checkpoint: stage2.blocks.2.norm1.weight"):
         verify_artifact(weights_path, other, progress=lambda _: None)

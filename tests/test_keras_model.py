@@ -12,12 +12,14 @@ import numpy as np
 import pytest
 import torch
 
+from converter.layout import official_shapes
 from converter.parity import reference_outputs
-from converter.pipeline import Conversion, convert, reference_model
-from converter.synthetic import official_shapes, synthetic_state_dict
+from converter.pipeline import Conversion, convert
+from converter.synthetic import synthetic_state_dict
 from cvt_spec import OFFICIAL_CHECKPOINTS, VARIANTS, normalize_spec, variant_spec
 from cvt_tf import CvT, load_artifact
-from cvt_tf.artifact import restore_artifact
+from cvt_tf.weights import restore_artifact
+from official_ref import load_reference
 from tests.conftest import REPO, keras_twin, ported_pair, tiny_spec
 
 
@@ -169,7 +171,7 @@ def test_pretrained_loads_the_converted_artifact_without_torch(cvt13_22k_dir, tm
     loaded = np.load(tmp_path / "out.npz")
 
     spec = variant_spec("cvt-13")
-    expected = _expected(reference_model(spec, 1000, synthetic_state_dict(spec, 1000, seed=0)), x)
+    expected = _expected(load_reference(spec, 1000, synthetic_state_dict(spec, 1000, seed=0)), x)
     reference_probs = torch.softmax(torch.from_numpy(expected["logits"]), dim=1).numpy()
     assert loaded["probs"].shape == (2, 1000)
     np.testing.assert_allclose(loaded["probs"].sum(axis=1), 1.0, atol=1e-5)

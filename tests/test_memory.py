@@ -3,8 +3,8 @@
 import numpy as np
 import pytest
 
-from converter.parity import _diff, compare_outputs, parity_inputs, reference_outputs
-from cvt_tf.layers import ConvAttention, attention_in_query_chunks, attention_query_rows
+from converter.parity import ParityRun, compare_outputs, output_diff, parity_inputs, reference_outputs
+from cvt_tf.layers import ConvAttention, InferenceOptions
 from tests.conftest import ported_pair, tiny_spec
 
 CASES = {
@@ -36,25 +36,28 @@ def test_attention_in_query_chunks_gives_the_outputs_of_whole_attention(case, at
     whole_calls = len(attention_calls)
     attention_calls.clear()
 
-    with attention_in_query_chunks(7):
-        chunked = model.forward_stages(images, training=False)
+    chunked = model.forward_stages(images, training=False, options=InferenceOptions(query_chunk=7))
 
     assert len(attention_calls) > whole_calls and max(attention_calls) == 7  # chunks ran, 7 rows at most
     for name, value in whole.items():
         np.testing.assert_allclose(chunked[name], value, atol=1e-6, rtol=0, err_msg=name)
 
 
-def test_the_query_chunk_setting_ends_with_its_block():
-    with pytest.raises(RuntimeError), attention_in_query_chunks(16):
-        assert attention_query_rows() == 16
-        raise RuntimeError
-    assert attention_query_rows() is None
+def test_the_query_chunk_setting_holds_for_its_call_only(attention_calls):
+    _, model = ported_pair(tiny_spec(), seed=2)
+    images = np.transpose(parity_inputs(56, 56, batch=1, seed=5), (0, 2, 3, 1))
+    model.forward_stages(images, training=False, options=InferenceOptions(query_chunk=16))
+    assert max(attention_calls) == 16
+    attention_calls.clear()
+    model.forward_stages(images, training=False)
+    assert max(attention_calls) == 14 * 14  # the next call attends all of stage 0's queries at once
 
 
 def test_the_parity_report_records_the_chunks_it_ran_with(attention_calls):
     reference, model = ported_pair(tiny_spec(), seed=1)
     inputs = parity_inputs(56, 56, batch=2, seed=0)
-    report = compare_outputs(reference_outputs(reference, inputs), model, inputs, images_per_call=1, query_rows=50)
+    run = ParityRun((56, 56), batch=2, seed=0, images_per_call=1, query_rows=50)
+    report = compare_outputs(reference_outputs(reference, inputs), model, inputs, run)
     assert report.passed
     assert max(attention_calls) == 50
     assert report.to_dict()["attention_query_rows"] == 50 and report.to_dict()["images_per_call"] == 1
@@ -65,8 +68,8 @@ def test_the_diff_of_one_image_at_a_time_finds_the_worst_of_the_batch():
     actual = expected.copy()
     actual[1, 3, 4] += 0.25
     actual[0, 0, 0] -= 0.125
-    diff = _diff("out", actual, expected)
+    diff = output_diff("out", actual, expected)
     assert diff.max_abs == 0.25 and diff.shape == (2, 4, 5)
     assert diff.max_rel == pytest.approx(0.25 / 3)
     with pytest.raises(AssertionError, match=r"out: Keras shape \(1, 4, 5\) != PyTorch shape \(2, 4, 5\)"):
-        _diff("out", actual[:1], expected)
+        output_diff("out", actual[:1], expected)

@@ -4,9 +4,8 @@ import numpy as np
 import pytest
 import torch
 
-from converter.mapping import is_ignored, mapping_rows
-from converter.port import keras_variables
-from converter.synthetic import official_shapes
+from converter.layout import is_ignored, official_shapes
+from converter.mapping import keras_variables, mapping_rows
 from cvt_spec import variant_spec
 from tests.conftest import OFFICIAL_KEYS
 
@@ -46,7 +45,7 @@ def test_mapping_covers_every_official_key_once(variant):
 
 
 def test_mapping_targets_every_keras_variable_with_the_right_shape():
-    from converter.pipeline import build_keras_model
+    from converter.steps import build_keras_model
 
     spec = variant_spec("cvt-13")
     variables = keras_variables(build_keras_model(spec, 1000))
@@ -54,7 +53,7 @@ def test_mapping_targets_every_keras_variable_with_the_right_shape():
     assert sorted(row.keras_path for row in rows) == sorted(variables)
     shapes = {key: shape for key, shape, _ in official_key_file("cvt-13-224")}
     for row in rows:
-        assert row.torch_to_keras_shape(shapes[row.torch_key]) == tuple(variables[row.keras_path].shape), row
+        assert row.keras_shape_of(shapes[row.torch_key]) == tuple(variables[row.keras_path].shape), row
 
 
 def test_transforms_move_values_not_only_shapes():

@@ -8,9 +8,10 @@ import torch
 from PIL import Image
 from torchvision.models._meta import _IMAGENET_CATEGORIES
 
-from converter.pipeline import Conversion, convert, reference_model
+from converter.pipeline import Conversion, convert
 from converter.synthetic import save_checkpoint, synthetic_state_dict
 from cvt_spec import normalize_spec
+from official_ref import load_reference
 from tests.conftest import run_cli, tiny_spec
 from tests.test_images import png_bytes
 from tests.test_preprocessing import official_transform
@@ -40,7 +41,7 @@ PHOTO_FILES = ("chelsea.jpg", "coffee-gray.png", "astronaut-rgba.png", "rocket-p
 
 def official_top1(workdir, files, resolution):
     """Class names of the top-1 per file: PIL convert("RGB"), torchvision transform, official_ref."""
-    model = reference_model(SPEC, 1000, synthetic_state_dict(SPEC, 1000, seed=0))
+    model = load_reference(SPEC, 1000, synthetic_state_dict(SPEC, 1000, seed=0))
     batch = torch.stack([official_transform(resolution)(Image.open(workdir / f).convert("RGB")) for f in files])
     with torch.inference_mode():
         return [_IMAGENET_CATEGORIES[i] for i in model(batch).argmax(dim=1).tolist()]
@@ -73,7 +74,7 @@ def test_predict_matches_the_reference_on_real_photos(workdir):
     assert "L converted to RGB as the official loader does" in blocks["coffee-gray.png"][0]
     assert "RGBA converted to RGB as the official loader does, alpha dropped" in blocks["astronaut-rgba.png"][0]
     expected = official_top1(workdir, PHOTO_FILES, 224)
-    for name, top1 in zip(PHOTO_FILES, expected):
+    for name, top1 in zip(PHOTO_FILES, expected, strict=True):
         block = blocks[name]
         assert top1_cells(block) == [top1, top1], name
         verdict = block[-1]
@@ -99,7 +100,7 @@ def test_predict_without_checkpoint_at_384(workdir):
     assert "preprocessing: bicubic resize to 384x384, no crop" in result.output
     assert "pytorch" not in result.output
     blocks = image_blocks(result.output)
-    for name, top1 in zip(files, official_top1(workdir, files, 384)):
+    for name, top1 in zip(files, official_top1(workdir, files, 384), strict=True):
         assert top1_cells(blocks[name]) == [top1]
         assert sum(line[:5].strip().isdigit() for line in blocks[name]) == 3
 
@@ -156,13 +157,13 @@ def test_bad_options_are_one_line(workdir, args, fragment):
 
 
 def test_checkpoint_of_another_model_is_refused_in_one_line(workdir):
-    from click import ClickException
-
     from convert_cli.predict import official_reference
-    from cvt_tf.artifact import read_manifest
+    from converter.layout import LayoutError
+    from cvt_spec.artifacts import read_manifest
 
     other = normalize_spec(tiny_spec(DIM_EMBED=[16, 32, 64], NUM_HEADS=[1, 2, 4]))
     save_checkpoint(synthetic_state_dict(other, 1000), workdir / "wider.pth")
-    with pytest.raises(ClickException, match=r"wider.pth: does not fit the artifact's SPEC and 1000-class head "
-                       r"\(\d+ problems\): stage2.cls_token is \(1, 1, 64\), expected \(1, 1, 48\); "):
+    with pytest.raises(LayoutError, match=r"wider.pth: checkpoint does not fit the artifact's SPEC and 1000-class "
+                       r"head \(\d+ shape mismatch\): shape mismatch: stage2.cls_token is \(1, 1, 64\), "
+                       r"expected \(1, 1, 48\); "):
         official_reference(read_manifest(workdir / "tiny-224"), workdir / "wider.pth")

@@ -2,7 +2,7 @@
 
 import pytest
 
-from converter.synthetic import official_shapes
+from converter.layout import official_shapes
 from cvt_spec import OFFICIAL_CHECKPOINTS, normalize_spec, variant_spec
 from cvt_spec.recognize import (
     RecognitionError,

@@ -9,7 +9,7 @@ import pytest
 from converter.pipeline import Conversion
 from converter.release import SUMS_FILE, official_jobs, run_release, summary_table, write_sha256sums
 from cvt_spec import OFFICIAL_CHECKPOINTS, normalize_spec, variant_spec
-from tests.conftest import run_cli, tiny_spec
+from tests.conftest import run_cli, tiny_spec, visible_names
 
 
 def test_jobs_are_made_for_the_files_found_and_the_rest_listed_missing(tmp_path):
@@ -56,7 +56,7 @@ def test_one_failure_does_not_stop_the_others_and_sums_list_only_written_files(t
     if shutil.which("sha256sum"):  # the standard tool agrees
         check = subprocess.run(["sha256sum", "-c", SUMS_FILE], cwd=tmp_path, capture_output=True, text=True)
         assert check.returncode == 0 and check.stdout == "good.weights.h5: OK\n"
-    assert sorted(p.name for p in tmp_path.iterdir()) == [SUMS_FILE, "good.json", "good.weights.h5"]
+    assert visible_names(tmp_path) == [SUMS_FILE, "good.json", "good.weights.h5"]
 
 
 def test_all_without_checkpoints_is_refused_naming_the_directory(tmp_path):

@@ -10,7 +10,8 @@ import json
 import keras
 import numpy as np
 
-from converter.pipeline import Conversion, build_keras_model, convert
+from converter.pipeline import Conversion, convert
+from converter.steps import build_keras_model
 from converter.synthetic import save_checkpoint, synthetic_state_dict
 from cvt_spec import normalize_spec
 from tests.conftest import run_cli, tiny_spec

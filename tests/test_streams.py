@@ -1,4 +1,4 @@
-"""Inference in independent streams (`cvt_tf.layers.inference_streams`): same logits, really split.
+"""Inference in independent streams (`InferenceOptions(streams=...)`): same logits, really split.
 
 A batch of at least `streams` images runs as `streams` batch slices; a smaller batch runs each
 block on `streams` slices of its token rows. Both against the PyTorch reference.
@@ -14,9 +14,8 @@ import pytest
 
 import cvt_tf
 from converter.parity import parity_inputs, reference_outputs
-from cvt_tf.layers import inference_stream_count, inference_streams
+from cvt_tf.layers import Block, InferenceOptions
 from cvt_tf.model import CvT
-from cvt_tf.stage import Block
 from tests.conftest import REPO, ported_pair, tiny_spec
 
 CASES = {
@@ -33,13 +32,13 @@ def streams_seen(monkeypatch):
     seen = {"row_slices": [], "batches": []}
     in_parts, forward = Block.call_in_parts, CvT.forward_stages
 
-    def spy_in_parts(self, parts, height, width):
+    def spy_in_parts(self, parts, height, width, options):
         seen["row_slices"].append([part.shape[1] for part in parts])
-        return in_parts(self, parts, height, width)
+        return in_parts(self, parts, height, width, options)
 
-    def spy_forward(self, inputs, training=None):
+    def spy_forward(self, inputs, training=None, options=None):
         seen["batches"].append(inputs.shape[0])
-        return forward(self, inputs, training=training)
+        return forward(self, inputs, training=training, options=options)
 
     monkeypatch.setattr(Block, "call_in_parts", spy_in_parts)
     monkeypatch.setattr(CvT, "forward_stages", spy_forward)
@@ -57,8 +56,7 @@ def test_row_slices_give_every_stage_output_of_whole_rows(case, streams_seen):
     expected = reference_outputs(reference, inputs)
     whole = model.forward_stages(_nhwc(inputs), training=False)
 
-    with inference_streams(2):
-        sliced = model.forward_stages(_nhwc(inputs), training=False)
+    sliced = model.forward_stages(_nhwc(inputs), training=False, options=InferenceOptions(streams=2))
 
     for name, value in sliced.items():
         # The synthetic attention is soft, so a misplaced query row moves a stage by ~1e-4 only:
@@ -117,16 +115,18 @@ def test_predict_runs_in_streams_and_training_does_not(streams_seen):
     assert streams_seen["row_slices"] or len(streams_seen["batches"]) > 1
     streams_seen["row_slices"].clear()
     streams_seen["batches"].clear()
-    with inference_streams(2):
-        model(_nhwc(inputs), training=True)
+    model(_nhwc(inputs), training=True, options=InferenceOptions(streams=2))
     assert streams_seen == {"row_slices": [], "batches": [3]}
 
 
-def test_the_streams_setting_ends_with_its_block():
-    with pytest.raises(RuntimeError), inference_streams(4):
-        assert inference_stream_count() == 4
-        raise RuntimeError
-    assert inference_stream_count() == 1
+def test_the_streams_setting_holds_for_its_call_only(streams_seen):
+    _, model = ported_pair(tiny_spec(), seed=5)
+    inputs = _nhwc(parity_inputs(48, 48, batch=1, seed=1))
+    model(inputs, training=False, options=InferenceOptions(streams=4))
+    assert streams_seen["row_slices"] and {len(rows) for rows in streams_seen["row_slices"]} == {4}
+    streams_seen["row_slices"].clear()
+    model(inputs, training=False)
+    assert streams_seen["row_slices"] == []  # the next call runs whole: no setting outlives its call
 
 
 @pytest.mark.parametrize("bad", [0, -1, 1.5, "2", True, None])
@@ -134,6 +134,8 @@ def test_stream_and_core_counts_must_be_positive_integers(bad):
     _, model = ported_pair(tiny_spec())
     with pytest.raises(ValueError, match=rf"streams must be an integer >= 1, got {re.escape(repr(bad))}"):
         cvt_tf.inference_function(model, (1, 32, 32, 3), streams=bad)
+    with pytest.raises(ValueError, match=rf"streams must be an integer >= 1, got {re.escape(repr(bad))}"):
+        InferenceOptions(streams=bad)
     with pytest.raises(ValueError, match=rf"cores must be an integer >= 1, got {re.escape(repr(bad))}"):
         cvt_tf.set_cpu_threads(bad)
 

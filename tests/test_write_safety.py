@@ -6,15 +6,17 @@ the ~170 datasets, flushed to the temporary file, and tells the test, which then
 
 import errno
 import os
+import re
 import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 from convert_cli.app import run
-from converter.safe_write import remove_stale_temps
-from cvt_tf.artifact import file_sha256, read_manifest
-from tests.conftest import REPO, run_cli, tiny_spec
+from converter.atomic import remove_stale
+from cvt_spec.artifacts import file_sha256, read_manifest
+from tests.conftest import REPO, run_cli, tiny_spec, visible_names
 from tests.corpus import NUM_CLASSES, assert_refused, hooks_env, record, run_cli_with_file_size_limit, write_spec
 
 # Large enough that the write is a real one (about 18 MB); small enough to build in seconds.
@@ -68,7 +70,7 @@ def test_a_write_failing_midway_keeps_the_previous_artifact(tmp_path, monkeypatc
     """fsync can report ENOSPC (delayed allocation); here it fails on the manifest, after the weights."""
     out = tmp_path / "out"
     assert _run_in_process(_tiny_args(tmp_path, out), capfd)[0] == 0
-    before = {p.name: file_sha256(p) for p in out.iterdir()}
+    before = {name: file_sha256(out / name) for name in visible_names(out)}
     real_fsync, calls = os.fsync, []
 
     def fsync_then_full(fd):
@@ -82,7 +84,7 @@ def test_a_write_failing_midway_keeps_the_previous_artifact(tmp_path, monkeypatc
     assert code == 2
     assert captured.err.splitlines() == [f"error: cannot write {out / 'tiny.json'}: No space left on device"]
     record("fsync_enospc_mid_write (in-process)", code, captured.err.strip())
-    assert {p.name: file_sha256(p) for p in out.iterdir()} == before
+    assert {name: file_sha256(out / name) for name in visible_names(out)} == before
 
 
 def test_stale_temporary_files_of_dead_writers_are_removed(tmp_path):
@@ -90,12 +92,17 @@ def test_stale_temporary_files_of_dead_writers_are_removed(tmp_path):
     dead.wait()
     alive = subprocess.Popen(["sleep", "60"])
     try:
-        names = [f".a.tmp{dead.pid}.weights.h5", f".a.tmp{dead.pid}.json", f".b.tmp{alive.pid}.weights.h5",
-                 "a.weights.h5", ".a.tmpX.json", "notes.txt"]
+        names = [f".a.w{dead.pid}-0123abcd", f".a.json.w{dead.pid}-89abcdef", f".a.tflite.w{dead.pid}-00000000",
+                 f".b.w{alive.pid}-0123abcd", f".c.w{dead.pid}-fedcba98", "a.weights.h5", ".a.wX-0123abcd",
+                 ".a.w12-short", "notes.txt"]
         for name in names:
             (tmp_path / name).write_text("x")
-        assert sorted(remove_stale_temps(tmp_path)) == sorted(names[:2])
-        assert sorted(p.name for p in tmp_path.iterdir()) == sorted(names[2:])
+        (tmp_path / f".a.sm.w{dead.pid}-11111111").mkdir()  # a killed export's SavedModel directory
+        (tmp_path / f".a.sm.w{dead.pid}-11111111" / "saved_model.pb").write_text("x")
+        (tmp_path / ".c.current").symlink_to(f".c.w{dead.pid}-fedcba98")  # an artifact's current version
+        stale = [*names[:3], f".a.sm.w{dead.pid}-11111111"]
+        assert sorted(remove_stale(tmp_path)) == sorted(stale)
+        assert sorted(p.name for p in tmp_path.iterdir()) == sorted([*names[3:], ".c.current"])
     finally:
         alive.kill()
         alive.wait()
@@ -110,7 +117,7 @@ def _medium_args(tmp_path, out, seed):
 def _signal_mid_write(tmp_path, out, seed, signum):
     """Starts a conversion and sends `signum` while its weights file is half written.
 
-    Returns (the temporary weights file, the writer's exit code, its stderr).
+    Returns (the weights file being written, the writer's exit code, its stderr).
     """
     ready = tmp_path / f"ready{seed}-{signum}"
     env = hooks_env(CVT_TEST_PAUSE_WRITE=str(ready), CVT_TEST_PAUSE_AFTER="60")
@@ -125,8 +132,9 @@ def _signal_mid_write(tmp_path, out, seed, signum):
             assert writer.poll() is None, f"writer exited with {writer.returncode}: {writer.stderr.read()}"
             assert time.monotonic() < deadline, "writer never started writing"
             time.sleep(0.05)
-        temp = out / os.path.basename(ready.read_text())
-        assert temp.name == f".medium.tmp{writer.pid}.weights.h5" and temp.stat().st_size > 0
+        temp = Path(ready.read_text())  # in the writer's hidden version directory, not yet switched in
+        assert temp.parent.parent == out and temp.name == "medium.weights.h5" and temp.stat().st_size > 0
+        assert re.fullmatch(rf"\.medium\.w{writer.pid}-[0-9a-f]{{8}}", temp.parent.name), temp
         writer.send_signal(signum)
         _, stderr = writer.communicate(timeout=120)
     finally:
@@ -142,13 +150,14 @@ def _listing(out):
 def test_killed_mid_write_leaves_the_previous_artifact_or_none(tmp_path):
     out = tmp_path / "out"
 
-    # SIGKILL with no previous artifact: none, only the dead writer's hidden temporary file.
+    # SIGKILL with no previous artifact: none, only the dead writer's hidden version directory.
     first_temp, code, _ = _signal_mid_write(tmp_path, out, 0, signal.SIGKILL)
-    assert code == -signal.SIGKILL and _listing(out) == [first_temp.name]
+    assert code == -signal.SIGKILL and _listing(out) == [first_temp.parent.name]
 
     # The next successful run removes it and writes a complete artifact.
     assert run_cli(*_medium_args(tmp_path, out, 0)).returncode == 0
-    assert _listing(out) == ["medium.json", "medium.weights.h5"]
+    assert visible_names(out) == ["medium.json", "medium.weights.h5"]  # and nothing else hidden
+    current = os.readlink(out / ".medium.current")
     previous = read_manifest(out / "medium.weights.h5")  # checks the sha256 too
     assert previous["artifact"]["size"] > 15_000_000 and previous["source"]["seed"] == 0
 
@@ -156,14 +165,15 @@ def test_killed_mid_write_leaves_the_previous_artifact_or_none(tmp_path):
     temp, code, _ = _signal_mid_write(tmp_path, out, 1, signal.SIGKILL)
     assert code == -signal.SIGKILL and temp.stat().st_size < previous["artifact"]["size"]
     assert read_manifest(out / "medium.weights.h5") == previous
-    assert _listing(out) == sorted(["medium.json", "medium.weights.h5", temp.name])
+    assert _listing(out) == sorted([".medium.current", current, "medium.json", "medium.weights.h5", temp.parent.name])
 
     # Ctrl-C (SIGINT) mid-write: one line, exit 130, the previous artifact intact, and no temporary
     # file at all: the interrupted writer removed its own, and the dead writer's on starting.
     _, code, stderr = _signal_mid_write(tmp_path, out, 2, signal.SIGINT)
     assert code == 130 and stderr.splitlines() == ["error: interrupted"]
     assert read_manifest(out / "medium.weights.h5") == previous
-    assert _listing(out) == ["medium.json", "medium.weights.h5"]
+    assert visible_names(out) == ["medium.json", "medium.weights.h5"]
+    assert os.readlink(out / ".medium.current") == current
     record("sigint_mid_write", code, stderr.strip())
 
 

@@ -2,7 +2,7 @@
 
 CVT_TEST_PAUSE_WRITE=FILE: h5py stops for good after CVT_TEST_PAUSE_AFTER datasets, having flushed
 them and written the file's name to FILE, so a test can SIGKILL the writer mid-write.
-CVT_TEST_BUG=1: converter.export.library_versions raises, a bug after TensorFlow is loaded.
+CVT_TEST_BUG=1: converter.manifest.library_versions raises, a bug after TensorFlow is loaded.
 Patches are applied right after the module's own import, so the import order is not changed.
 """
 
@@ -50,14 +50,14 @@ def _pause_h5py_writes(h5py):
     h5py.Group.__setitem__ = setitem_then_pause
 
 
-def _break_library_versions(export):
+def _break_library_versions(manifest):
     def library_versions():
         raise KeyError("injected bug")
 
-    export.library_versions = library_versions
+    manifest.library_versions = library_versions
 
 
 if os.environ.get("CVT_TEST_PAUSE_WRITE"):
     sys.meta_path.insert(0, _AfterImport("h5py", _pause_h5py_writes))
 if os.environ.get("CVT_TEST_BUG"):
-    sys.meta_path.insert(0, _AfterImport("converter.export", _break_library_versions))
+    sys.meta_path.insert(0, _AfterImport("converter.manifest", _break_library_versions))
