@@ -52,15 +52,13 @@ def remove_stale(directory) -> list[str]:
     Only entries of the staging pattern whose process no longer runs are touched, and never one that
     a symlink in the directory points at (an artifact's current version).
     """
-    directory = Path(directory)
-    entries = list(directory.iterdir())
-    in_use = {os.readlink(entry) for entry in entries if entry.is_symlink()}
-    removed = []
-    for entry in entries:
-        match = STAGED_NAME.fullmatch(entry.name)
-        if match and entry.name not in in_use and not _process_alive(int(match["pid"])):
-            remove_path(entry)
-            removed.append(entry.name)
+    entries = list(Path(directory).iterdir())
+    orphaned = {entry.name for entry in entries
+                if (match := STAGED_NAME.fullmatch(entry.name)) and not _process_alive(int(match["pid"]))}
+    in_use = {os.readlink(entry) for entry in entries if entry.is_symlink() and entry.name not in orphaned}
+    removed = sorted(orphaned - in_use)
+    for name in removed:
+        remove_path(Path(directory) / name)
     return removed
 
 
@@ -116,8 +114,9 @@ def point_symlink(link: Path, target: str) -> None:
     os.symlink(target, staged)
     try:
         os.replace(staged, link)
-    finally:
+    except BaseException:
         staged.unlink(missing_ok=True)
+        raise
 
 
 @contextlib.contextmanager
@@ -210,8 +209,9 @@ def writing_together(out_dir: Path, name: str, file_names: tuple[str, ...]) -> I
 
     On disk: `.<name>.current` -> `.<name>.w<pid>-<nonce>/` holds the files, and each
     `out_dir/<file name>` is a fixed symlink through `.<name>.current`. Switching `.<name>.current` is
-    one rename, so after a kill at any point the names give all the old files or all the new ones.
-    Plain files of an earlier layout are first moved behind links without changing what they hold.
+    one rename (the commit), so after a kill at any point the names give all the old files or all
+    the new ones, or, where there were none, none. Plain files of the earlier two-file layout are
+    first put behind links without changing what they hold.
 
     Raises:
         OutputError: naming the file whose write failed (as `out_dir/<file name>`); nothing is left behind.
@@ -219,23 +219,22 @@ def writing_together(out_dir: Path, name: str, file_names: tuple[str, ...]) -> I
     out_dir = Path(out_dir)
     created = make_dirs(out_dir)
     version, pointer = staged_path(out_dir / name), out_dir / f".{name}.current"
-    links = {file_name: f"{pointer.name}/{file_name}" for file_name in file_names}
-    committed = False
+    links = {out_dir / file_name: f"{pointer.name}/{file_name}" for file_name in file_names}
+    made_links, committed = [], False
     try:
         remove_stale(out_dir)
         version.mkdir()
         yield version
         fsync_tree(version)
         _adopt_plain_files(out_dir, name, pointer, links)
+        for link, target in links.items():  # dangling until the first commit: no artifact yet
+            if not (link.is_symlink() and os.readlink(link) == target):
+                point_symlink(link, target)
+                made_links.append(link)
         previous = os.readlink(pointer) if pointer.is_symlink() else None
         point_symlink(pointer, version.name)  # the commit
         fsync_path(out_dir)
         committed = True
-        for file_name, target in links.items():
-            link = out_dir / file_name
-            if not (link.is_symlink() and os.readlink(link) == target):
-                point_symlink(link, target)
-        fsync_path(out_dir)
         if previous not in (None, version.name):
             remove_path(out_dir / previous)
     except OSError as error:
@@ -244,24 +243,26 @@ def writing_together(out_dir: Path, name: str, file_names: tuple[str, ...]) -> I
         raise OutputError(f"cannot write {shown or out_dir}: {error.strerror or error}") from None
     finally:
         if not committed:
+            if not pointer.is_symlink():  # no artifact here: the links made for it would dangle
+                for link in made_links:
+                    link.unlink(missing_ok=True)
             remove_path(version)
             remove_empty_dirs(created)
 
 
 def _adopt_plain_files(out_dir: Path, name: str, pointer: Path, links: dict) -> None:
     """Puts plain files of the earlier two-file layout behind links, holding the same bytes at each step."""
-    plain = [file_name for file_name in links if (out_dir / file_name).is_file()
-             and not (out_dir / file_name).is_symlink()]
+    plain = [link for link in links if link.is_file() and not link.is_symlink()]
     if not plain or pointer.is_symlink():
         return
     old = staged_path(out_dir / name)
     old.mkdir()
-    for file_name in plain:
-        os.link(out_dir / file_name, old / file_name)
+    for link in plain:
+        os.link(link, old / link.name)
     fsync_path(old)
     point_symlink(pointer, old.name)
-    for file_name in plain:
-        point_symlink(out_dir / file_name, links[file_name])
+    for link in plain:
+        point_symlink(link, links[link])
 
 
 @contextlib.contextmanager
