@@ -12,6 +12,7 @@ import torch
 from converter.layout import is_ignored, official_shapes
 from converter.mapping import MappingMismatch, keras_variables, mapping_rows
 from cvt_spec import ArtifactError
+from cvt_spec.errors import shown
 
 # An artifact whose manifest has no `torch_layout` entry gets these.
 DEFAULT_TORCH_LAYOUT = {"dtype": "float32", "dtype_exceptions": {}, "num_batches_tracked": 0,
@@ -49,7 +50,7 @@ def _torch_dtype(name, key):
     dtype = getattr(torch, name, None)
     if not isinstance(dtype, torch.dtype) or not dtype.is_floating_point:
         raise ArtifactError(
-            f"the manifest's torch_layout gives {key} the dtype {name!r}, expected a floating-point torch dtype"
+            f"the manifest's torch_layout gives {key} the dtype {shown(name)}, expected a floating-point torch dtype"
         )
     return dtype
 

@@ -3,6 +3,18 @@
 Anything raised that is not one of these is a bug, and the CLI says so (exit 3).
 """
 
+import reprlib
+
+# A value from a file goes into a message this short, however large or deep it is (a YAML alias bomb).
+_SHORT = reprlib.Repr()
+_SHORT.maxlevel, _SHORT.maxstring, _SHORT.maxother, _SHORT.maxlong = 3, 80, 80, 40
+_SHORT.maxtuple = _SHORT.maxlist = _SHORT.maxdict = _SHORT.maxset = 8
+
+
+def shown(value) -> str:
+    """`repr(value)` cut to a few dozen characters, for messages about values read from outside."""
+    return _SHORT.repr(value)
+
 
 class CvtError(Exception):
     """Base of every error cvt-convert raises on purpose."""

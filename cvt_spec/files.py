@@ -11,7 +11,7 @@ from pathlib import Path
 
 import yaml
 
-from cvt_spec.errors import InputFileError, SpecError
+from cvt_spec.errors import InputFileError, SpecError, shown
 from cvt_spec.spec import normalize_spec
 
 
@@ -55,35 +55,93 @@ def check_input_file(path, kind: str = "checkpoint") -> int:
     return info.st_size
 
 
+# An official experiment YAML is about 3 kB; a SPEC file may hold this much and expand to this many values.
+MAX_SPEC_BYTES = 1 << 20
+MAX_SPEC_VALUES = 10_000
+MAX_SPEC_DEPTH = 32
+
+
+def _check_bounded(data, path):
+    """Refuses a document that expands to more than MAX_SPEC_VALUES values, nests deeper than
+    MAX_SPEC_DEPTH, or refers to itself; YAML aliases are counted as often as they are used, without
+    expanding them (a DAG of shared lists, as PyYAML builds it, is walked once per object)."""
+    sizes, depths, stack = {}, {}, [(data, False)]
+    while stack:
+        value, children_done = stack.pop()
+        children = list(value.values()) + list(value) if isinstance(value, dict) else value \
+            if isinstance(value, list) else []
+        if not children_done:
+            if sizes.get(id(value)) == -1:  # an ancestor of itself
+                raise SpecError(f"{path}: a YAML alias refers to itself")
+            if id(value) in sizes:  # shared (an alias), already counted
+                continue
+            sizes[id(value)] = -1  # on the current path
+            stack.append((value, True))
+            stack.extend((child, False) for child in children if isinstance(child, (dict, list)))
+            continue
+        sizes[id(value)] = 1 + sum(sizes.get(id(child), 1) for child in children)
+        depths[id(value)] = 1 + max((depths.get(id(child), 0) for child in children), default=0)
+        if sizes[id(value)] > MAX_SPEC_VALUES or depths[id(value)] > MAX_SPEC_DEPTH:
+            raise SpecError(
+                f"{path}: holds more than {MAX_SPEC_VALUES} values or nests deeper than {MAX_SPEC_DEPTH} "
+                "levels once its YAML aliases are expanded; a SPEC has a few dozen"
+            )
+
+
+def _parse(path, text):
+    """The document in `text`, JSON for a `.json` file, else YAML (safe: no Python objects)."""
+    kind = "JSON" if path.suffix == ".json" else "YAML"
+    try:
+        return json.loads(text) if kind == "JSON" else yaml.safe_load(text)
+    except (json.JSONDecodeError, yaml.YAMLError) as error:
+        first_line = str(error).splitlines()[0]
+        raise SpecError(f"{path}: not valid {path.suffix.lstrip('.') or 'YAML'} ({first_line})") from None
+    except RecursionError:
+        raise SpecError(f"{path}: nests deeper than {kind} can be read here") from None
+    except ValueError as error:  # an integer of more than 4300 digits (Python's int parsing limit)
+        raise SpecError(f"{path}: not a usable {kind} value ({shown(str(error))})") from None
+
+
+def _image_size(data, path):
+    """TEST.IMAGE_SIZE (else TRAIN.IMAGE_SIZE) of an experiment YAML as (height, width), or None."""
+    for section in ("TEST", "TRAIN"):
+        block = data.get(section)
+        size = block.get("IMAGE_SIZE") if isinstance(block, dict) else None
+        if size is None:
+            continue
+        if not (isinstance(size, list) and len(size) == 2
+                and all(isinstance(n, int) and not isinstance(n, bool) and n > 0 for n in size)):
+            raise SpecError(f"{path}: {section}.IMAGE_SIZE must be [width, height] in pixels, got {shown(size)}")
+        return size[1], size[0]  # the official config stores width, height; CvT's YAMLs are square
+    return None
+
+
 def read_spec_file(path) -> SpecFile:
     """Reads MODEL.SPEC, MODEL.NUM_CLASSES and the image size, or a bare SPEC mapping.
 
     Raises:
-        SpecError: unreadable file, not a mapping, or an invalid SPEC; names the file.
+        SpecError: unreadable, too large, not a mapping, or an invalid SPEC; names the file.
     """
     path = Path(path)
     try:
-        check_input_file(path, kind="spec")
-        text = path.read_text()
+        size = check_input_file(path, kind="spec")
+        if size > MAX_SPEC_BYTES:
+            raise SpecError(f"{path}: {size} bytes; a SPEC file holds at most {MAX_SPEC_BYTES} (a few kB is usual)")
+        text = path.read_text(encoding="utf-8")
     except InputFileError as error:
         raise SpecError(str(error)) from None
     except (OSError, UnicodeDecodeError) as error:
         raise SpecError(f"{path}: cannot read spec file ({error})") from None
-    try:
-        data = json.loads(text) if path.suffix == ".json" else yaml.safe_load(text)
-    except (json.JSONDecodeError, yaml.YAMLError) as error:
-        first_line = str(error).splitlines()[0]
-        raise SpecError(f"{path}: not valid {path.suffix.lstrip('.') or 'YAML'} ({first_line})") from None
+    data = _parse(path, text)
     if not isinstance(data, dict):
         raise SpecError(f"{path}: expected a mapping of SPEC keys or an experiment YAML")
+    _check_bounded(data, path)
     model = data.get("MODEL")
     if isinstance(model, dict) and "SPEC" in model:
         spec, num_classes = model["SPEC"], model.get("NUM_CLASSES", 1000)
-        # The inference size; the official YAMLs give the same under TRAIN.
-        image_size = (data.get("TEST") or {}).get("IMAGE_SIZE") or (data.get("TRAIN") or {}).get("IMAGE_SIZE")
-        if image_size is not None:
-            # The official config stores width * height; CvT's YAMLs are square.
-            image_size = (int(image_size[1]), int(image_size[0]))
+        if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 0:
+            raise SpecError(f"{path}: MODEL.NUM_CLASSES must be an integer >= 0, got {shown(num_classes)}")
+        image_size = _image_size(data, path)
     else:
         spec, num_classes, image_size = data, None, None
     try:

@@ -3,7 +3,7 @@
 `normalize_spec` turns a user's SPEC into one canonical, fully checked dict of per-stage lists.
 """
 
-from cvt_spec.errors import SpecError
+from cvt_spec.errors import SpecError, shown
 
 PROJ_METHODS = ("dw_bn", "avg", "linear")
 INITS = ("trunc_norm", "xavier")
@@ -31,29 +31,62 @@ PER_STAGE_KEYS = {
     "PADDING_Q": (int, 0, None),
     "STRIDE_Q": (int, 1, None),
 }
+# Far above every published variant (at most 3 stages, width 1024, depth 20, MLP ratio 4, kernel 7),
+# low enough that no SPEC from a file can make a model that exhausts memory when built.
+MAX_STAGES = 16
+HIGHEST = {"DIM_EMBED": 16384, "NUM_HEADS": 16384, "DEPTH": 1024, "MLP_RATIO": 64.0}
+HIGHEST_GEOMETRY = 256  # kernels, strides and paddings
+
+
+# Weights of the blocks (attention 4 dim^2, MLP 2 ratio dim^2, per block); cvt-w24 has 2.8e8.
+MAX_BLOCK_WEIGHTS = 4_000_000_000
+
+
+def _check_size(spec):
+    weights = sum(depth * (4 + 2 * ratio) * dim * dim
+                  for dim, depth, ratio in zip(spec["DIM_EMBED"], spec["DEPTH"], spec["MLP_RATIO"], strict=True))
+    if weights > MAX_BLOCK_WEIGHTS:
+        raise SpecError(
+            f"SPEC DIM_EMBED {spec['DIM_EMBED']}, DEPTH {spec['DEPTH']} and MLP_RATIO {spec['MLP_RATIO']} make "
+            f"about {weights:.2g} weights, more than the {MAX_BLOCK_WEIGHTS:.0e} that fit in memory here"
+        )
+
+
+def _highest(key):
+    kind = PER_STAGE_KEYS[key][0]
+    return HIGHEST.get(key, HIGHEST_GEOMETRY) if kind in (int, float) else None
+
+
+def _check_number(key, value, raw):
+    kind, lowest, _ = PER_STAGE_KEYS[key]
+    highest = _highest(key)
+    if kind is int:
+        if isinstance(value, bool) or not isinstance(value, int) or not lowest <= value <= highest:
+            raise SpecError(f"SPEC {key} must hold integers >= {lowest} (at most {highest}), got {shown(raw)}")
+        return value
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not lowest <= value <= highest:
+        # NaN fails both comparisons, so it is refused too.
+        raise SpecError(f"SPEC {key} must hold numbers >= {lowest} (at most {highest}), got {shown(raw)}")
+    return float(value)
 
 
 def _stage_values(spec, key, num_stages):
-    kind, lowest, default = PER_STAGE_KEYS[key]
+    kind, _, default = PER_STAGE_KEYS[key]
     raw = spec.get(key, default)
     if not isinstance(raw, (list, tuple)):
         raw = [raw] * num_stages
     if len(raw) != num_stages:
-        raise SpecError(f"SPEC {key} has {len(raw)} values, NUM_STAGES is {num_stages}: {raw!r}")
+        raise SpecError(f"SPEC {key} has {len(raw)} values, NUM_STAGES is {num_stages}: {shown(raw)}")
     values = []
     for value in raw:
         if kind is bool:
             if not isinstance(value, bool):
-                raise SpecError(f"SPEC {key} must hold true/false values, got {raw!r}")
-        elif kind is int:
-            if isinstance(value, bool) or not isinstance(value, int) or value < lowest:
-                raise SpecError(f"SPEC {key} must hold integers >= {lowest}, got {raw!r}")
-        elif kind is float:
-            if isinstance(value, bool) or not isinstance(value, (int, float)) or value < lowest:
-                raise SpecError(f"SPEC {key} must hold numbers >= {lowest}, got {raw!r}")
-            value = float(value)
-        elif value not in PROJ_METHODS:
-            raise SpecError(f"SPEC {key} values must be one of {PROJ_METHODS}, got {raw!r}")
+                raise SpecError(f"SPEC {key} must hold true/false values, got {shown(raw)}")
+        elif kind is str:
+            if not isinstance(value, str) or value not in PROJ_METHODS:
+                raise SpecError(f"SPEC {key} values must be one of {PROJ_METHODS}, got {shown(raw)}")
+        else:
+            value = _check_number(key, value, raw)
         values.append(value)
     return values
 
@@ -94,9 +127,9 @@ def normalize_spec(spec: dict) -> dict:
     if not isinstance(spec, dict):
         raise SpecError(f"SPEC must be a mapping of official SPEC keys, got {type(spec).__name__}")
     known = set(PER_STAGE_KEYS) | {"NUM_STAGES", "INIT"}
-    unknown = sorted(set(spec) - known)
+    unknown = sorted(set(spec) - known, key=str)
     if unknown:
-        raise SpecError(f"unknown SPEC keys {unknown}; valid keys: {sorted(known)}")
+        raise SpecError(f"unknown SPEC keys {shown(unknown)}; valid keys: {sorted(known)}")
     missing = sorted(
         key for key, (_, _, default) in PER_STAGE_KEYS.items()
         if default is None and key not in spec
@@ -106,15 +139,16 @@ def normalize_spec(spec: dict) -> dict:
     if missing:
         raise SpecError(f"SPEC is missing required keys {missing}")
     num_stages = spec["NUM_STAGES"]
-    if isinstance(num_stages, bool) or not isinstance(num_stages, int) or num_stages < 1:
-        raise SpecError(f"SPEC NUM_STAGES must be a positive integer, got {num_stages!r}")
+    if isinstance(num_stages, bool) or not isinstance(num_stages, int) or not 1 <= num_stages <= MAX_STAGES:
+        raise SpecError(f"SPEC NUM_STAGES must be a positive integer (at most {MAX_STAGES}), got {shown(num_stages)}")
     init = spec.get("INIT", "trunc_norm")
-    if init not in INITS:
-        raise SpecError(f"SPEC INIT must be one of {INITS}, got {init!r}")
+    if not isinstance(init, str) or init not in INITS:
+        raise SpecError(f"SPEC INIT must be one of {INITS}, got {shown(init)}")
 
     normalized = {"INIT": init, "NUM_STAGES": num_stages}
     for key in PER_STAGE_KEYS:
         normalized[key] = _stage_values(spec, key, num_stages)
     for i in range(num_stages):
         _check_stage(normalized, i)
+    _check_size(normalized)
     return normalized
