@@ -55,7 +55,9 @@ def quiet_native_stderr(enabled: bool = True) -> Iterator[TextIO]:
 
 
 def one_line(message) -> str:
-    return " ".join(str(message).split())
+    """The message on one line, a file name's bytes that are not UTF-8 (surrogate escapes) shown as `\\xff`."""
+    text = " ".join(str(message).split())
+    return text.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
 
 
 class ReportedError(click.ClickException):

@@ -83,14 +83,28 @@ def assert_parity(spec, num_classes=10, size=(64, 64), batch=2, seed=0, atol=1e-
     return report
 
 
-def run_cli(*args, cwd=None, env=None, **popen_kwargs):
-    """Runs `python convert.py ARGS` in a subprocess; returns the CompletedProcess."""
+# The address space a CLI run of the tests may take (RLIMIT_AS): a tiny conversion, with TensorFlow
+# and the CUDA build of torch mapped, needs between 4 and 6 GiB; an input that makes memory explode
+# fails its test here instead of exhausting the machine.
+MEMORY_CEILING = 8 << 30
+
+
+def run_cli(*args, cwd=None, env=None, memory_limit=MEMORY_CEILING, **popen_kwargs):
+    """Runs `python convert.py ARGS` in a subprocess, its address space capped at `memory_limit` bytes.
+
+    `memory_limit=None` for the full-size models.
+    """
     import subprocess
 
-    return subprocess.run(
-        [sys.executable, str(REPO / "convert.py"), *map(str, args)],
-        cwd=cwd or REPO, env=env, capture_output=True, text=True, timeout=600, **popen_kwargs,
-    )
+    command = [sys.executable, str(REPO / "convert.py"), *map(str, args)]
+    if memory_limit is not None:
+        # A trampoline sets the limit and execs the CLI (no preexec_fn in a threaded parent).
+        trampoline = ("import os, resource, sys; "
+                      f"resource.setrlimit(resource.RLIMIT_AS, ({memory_limit}, {memory_limit})); "
+                      "os.execv(sys.executable, [sys.executable, *sys.argv[1:]])")
+        command = [sys.executable, "-c", trampoline, *command[1:]]
+    return subprocess.run(command, cwd=cwd or REPO, env=env, capture_output=True, text=True, timeout=600,
+                          **popen_kwargs)
 
 
 @pytest.fixture

@@ -17,7 +17,7 @@ import torch
 
 from converter.synthetic import save_checkpoint, synthetic_state_dict
 from cvt_spec import normalize_spec
-from tests.conftest import REPO, TINY_SPEC, run_cli
+from tests.conftest import MEMORY_CEILING, REPO, TINY_SPEC, run_cli
 
 NUM_CLASSES = 10
 HOOKS = Path(__file__).parent / "hooks"
@@ -192,7 +192,8 @@ def run_cli_unprivileged(*args):
         return run_cli(*args)
     uid, gid = nobody()
     trampoline = (
-        "import os, sys; import convert_cli.app; "
+        "import os, resource, sys; import convert_cli.app; "
+        f"resource.setrlimit(resource.RLIMIT_AS, ({MEMORY_CEILING}, {MEMORY_CEILING})); "
         f"os.setgroups([]); os.setgid({gid}); os.setuid({uid}); "
         "sys.argv = sys.argv[1:]; source = open(sys.argv[0]).read(); "
         "exec(compile(source, sys.argv[0], 'exec'), {'__name__': '__main__'})"
@@ -214,6 +215,7 @@ def run_cli_with_file_size_limit(limit, *args, **kwargs):
         "import os, resource, signal, sys; "
         "signal.signal(signal.SIGXFSZ, signal.SIG_IGN); "
         f"resource.setrlimit(resource.RLIMIT_FSIZE, ({limit}, {limit})); "
+        f"resource.setrlimit(resource.RLIMIT_AS, ({MEMORY_CEILING}, {MEMORY_CEILING})); "
         "os.execv(sys.executable, [sys.executable, *sys.argv[1:]])"
     )
     return subprocess.run(

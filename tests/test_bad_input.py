@@ -4,6 +4,8 @@ Argument and file errors must come before torch is imported, checkpoint errors b
 those cases run with the modules replaced by ones that fail on import.
 """
 
+import json
+import os
 import pickle
 import shutil
 import tempfile
@@ -14,7 +16,8 @@ import pytest
 import torch
 
 from converter.synthetic import save_checkpoint
-from tests.conftest import run_cli, tiny_spec
+from cvt_spec.artifacts import read_manifest
+from tests.conftest import run_cli, tiny_spec, visible_names
 from tests.corpus import (
     NOT_CHECKPOINTS,
     NUM_CLASSES,
@@ -101,6 +104,84 @@ def test_malicious_yaml_spec_is_refused_and_never_runs(tmp_path):
     result = run_cli("--spec", spec, "--synthetic", "--res", 64, "--out", tmp_path / "out")
     assert_refused("spec_malicious_yaml", result, 2, ["--spec", "evil.yaml", "not valid yaml"], tmp_path / "out")
     assert not marker.exists()
+
+
+def _alias_bomb(path):
+    """877 bytes of YAML whose DEPTH, once its aliases are expanded, holds 9**9 (387 million) values."""
+    lines = ["MODEL:", "  SPEC:", "    NUM_STAGES: 3", "    x0: &a0 [1, 1, 1, 1, 1, 1, 1, 1, 1]"]
+    lines += [f"    x{i}: &a{i} [{', '.join([f'*a{i - 1}'] * 9)}]" for i in range(1, 9)]
+    path.write_text("\n".join([*lines, "    DEPTH: *a8"]) + "\n")
+    return path
+
+
+def _written(text, suffix=".yaml"):
+    """A builder of a SPEC file holding `text`."""
+
+    def make(path):
+        path = path.with_suffix(suffix)
+        path.write_text(text)
+        return path
+
+    return make
+
+
+HOSTILE_SPECS = {
+    "spec_alias_bomb": (_alias_bomb, ["holds more than 10000 values or nests deeper than 32 levels"]),
+    "spec_alias_to_itself": (_written("DEPTH: &x [1, *x]\n"), ["a YAML alias refers to itself"]),
+    "spec_nested_json": (_written("[" * 100_000 + "]" * 100_000, ".json"), ["nests deeper than JSON can be read"]),
+    "spec_huge_integer": (_written("NUM_STAGES: " + "9" * 5000 + "\n"), ["not a usable YAML value", "4300 digits"]),
+    "spec_oversized_file": (_written("# " + "x" * (1 << 20) + "\n"), ["bytes; a SPEC file holds at most 1048576"]),
+    "spec_huge_model": (_written(json.dumps(tiny_spec(DIM_EMBED=[16, 32, 16384], DEPTH=[1, 1, 4], NUM_HEADS=[1, 2, 8])),
+                                 ".json"), ["make about 1.3e+10 weights, more than the 4e+09"]),
+    "spec_nan_ratio": (_written(json.dumps(tiny_spec()).replace("[4.0, 4.0, 4.0]", "[4.0, NaN, 4.0]"), ".json"),
+                       ["MLP_RATIO must hold numbers >= 0.0 (at most 64.0), got [4.0, nan, 4.0]"]),
+    "spec_bad_sections": (_written("MODEL:\n  SPEC: {}\n  NUM_CLASSES: ten\nTEST: [1]\n"),
+                          ["MODEL.NUM_CLASSES must be an integer >= 0, got 'ten'"]),
+}
+
+
+@pytest.mark.parametrize("case", sorted(HOSTILE_SPECS))
+def test_hostile_spec_files_fail_in_one_line_before_torch_under_the_memory_ceiling(tmp_path, case):
+    """Bounded: what a SPEC may expand to, how deep it may nest, how large it and the model it makes may be;
+    and no message reprs an unbounded value. The CLI runs under the tests' RLIMIT_AS ceiling."""
+    make, fragments = HOSTILE_SPECS[case]
+    path = make(tmp_path / f"{case}.yaml")
+    result = run_cli("--spec", path, "--num-classes", 10, "--res", 64, "--synthetic", "--out", tmp_path / "out",
+                     env=poisoned_env(tmp_path / "poison", "torch", "tensorflow"))
+    assert_refused(case, result, 2, ["--spec", path.name, *fragments], tmp_path / "out")
+    assert len(result.stderr) < 1000
+
+
+def _name_with_a_byte_that_is_not_utf8(directory, suffix):
+    return Path(os.fsdecode(os.fsencode(str(directory)) + b"/bad-\xff-name" + suffix.encode()))
+
+
+def test_a_file_name_that_is_not_utf8_is_one_escaped_line(tmp_path, spec_args):
+    empty = _name_with_a_byte_that_is_not_utf8(tmp_path, ".pth")
+    empty.write_bytes(b"")
+    result = run_cli(*spec_args, "--checkpoint", empty)
+    assert_refused("checkpoint_name_not_utf8", result, 2, [f"{tmp_path}/bad-\\xff-name.pth: file is empty"],
+                   tmp_path / "out")
+
+
+def test_a_valid_checkpoint_under_a_name_that_is_not_utf8_converts(tmp_path, spec_args):
+    path = _name_with_a_byte_that_is_not_utf8(tmp_path, ".pth")
+    save_checkpoint(tiny_state_dict(), path)
+    result = run_cli(*spec_args, "--checkpoint", path, "--no-parity", errors="surrogateescape")  # stdout: raw bytes
+    assert result.returncode == 0, result.stderr
+    assert visible_names(tmp_path / "out") == ["tiny.json", "tiny.weights.h5"]
+    assert read_manifest(tmp_path / "out" / "tiny")["source"]["file"] == path.name
+
+
+def test_keys_that_collide_once_module_is_stripped_are_named_both(tmp_path, spec_args):
+    state_dict = {f"module.{key}": value for key, value in tiny_state_dict().items()}
+    state_dict["head.weight"] = np.zeros((NUM_CLASSES, 48), np.float32)  # a second, different head
+    path = tmp_path / "collide.pth"
+    save_checkpoint(state_dict, path)
+    result = run_cli(*spec_args, "--checkpoint", path, env=poisoned_env(tmp_path / "poison", "tensorflow"))
+    assert_refused("module_prefix_collision", result, 2, [
+        str(path), "keys module.head.weight and head.weight both name head.weight once `module.` is stripped",
+    ], tmp_path / "out")
 
 
 @pytest.mark.parametrize("case", sorted(NOT_CHECKPOINTS))

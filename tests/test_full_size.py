@@ -28,7 +28,7 @@ def test_cvt13_224_through_all(tmp_path):
     (tmp_path / "checkpoints").mkdir()
     checkpoint = tmp_path / "checkpoints/CvT-13-224x224-IN-1k.pth"
     save_checkpoint(synthetic_state_dict(variant_spec("cvt-13"), 1000), checkpoint)
-    result = run_cli("--all", "--out", "out", cwd=tmp_path)
+    result = run_cli("--all", "--out", "out", cwd=tmp_path, memory_limit=None)
     assert result.returncode == 0, result.stderr
     print(result.stdout)
     manifest = json.loads((tmp_path / "out/cvt-13-224x224_1k.json").read_text())
@@ -44,13 +44,14 @@ def test_cvt13_224_through_all(tmp_path):
 def test_cvt21_384_recognised_from_the_checkpoint_then_verified(tmp_path):
     checkpoint = tmp_path / "CvT-21-384x384-IN-1k.pth"
     save_checkpoint(synthetic_state_dict(variant_spec("cvt-21"), 1000, seed=1), checkpoint)
-    result = run_cli("--checkpoint", checkpoint, "--out", tmp_path / "out")
+    result = run_cli("--checkpoint", checkpoint, "--out", tmp_path / "out", memory_limit=None)
     assert result.returncode == 0, result.stderr
     print(result.stdout)
     manifest = json.loads((tmp_path / "out/cvt-21-384x384_1k.json").read_text())
     _assert_full_parity(manifest, 384)
     assert manifest["configuration"] == "cvt-21" and manifest["source"]["file"] == checkpoint.name
-    verified = run_cli("verify", tmp_path / "out/cvt-21-384x384_1k.weights.h5", "--checkpoint", checkpoint)
+    verified = run_cli("verify", tmp_path / "out/cvt-21-384x384_1k.weights.h5", "--checkpoint", checkpoint,
+                       memory_limit=None)
     assert verified.returncode == 0, verified.stderr
     print(verified.stdout)
     logits = next(line for line in verified.stdout.splitlines() if line.startswith("logits "))
@@ -59,12 +60,13 @@ def test_cvt21_384_recognised_from_the_checkpoint_then_verified(tmp_path):
 
 @pytest.mark.slow
 def test_cvtw24_384_synthetic_then_inspected(tmp_path):
-    result = run_cli("--config", "cvt-w24", "--res", 384, "--version", "22k", "--synthetic", "--out", tmp_path)
+    result = run_cli("--config", "cvt-w24", "--res", 384, "--version", "22k", "--synthetic", "--out", tmp_path,
+                     memory_limit=None)
     assert result.returncode == 0, result.stderr
     print(result.stdout)
     manifest = json.loads((tmp_path / "cvt-w24-384x384_22k.json").read_text())
     _assert_full_parity(manifest, 384)
-    inspected = run_cli("inspect", tmp_path / "cvt-w24-384x384_22k")
+    inspected = run_cli("inspect", tmp_path / "cvt-w24-384x384_22k", memory_limit=None)
     assert inspected.returncode == 0, inspected.stderr
     assert f"sha256 {manifest['artifact']['sha256']} matches the manifest" in inspected.stdout
     assert f"{manifest['parameters']:,} parameters" in inspected.stdout
