@@ -45,14 +45,16 @@ DAMAGED_ZIP_ERRORS = (zipfile.BadZipFile, UnicodeDecodeError, NotImplementedErro
 def _check_container(path, head):
     """Refuses a zip that is damaged or holds no pickle before torch reads it."""
     try:
-        if not zipfile.is_zipfile(path):
-            if head.startswith(b"PK\x03\x04"):
-                raise CheckpointError(f"{path}: a damaged zip archive (its central directory is missing: truncated?)")
-            return
-        with zipfile.ZipFile(path) as archive:
-            names = archive.namelist()
+        names = None
+        if zipfile.is_zipfile(path):
+            with zipfile.ZipFile(path) as archive:
+                names = archive.namelist()
     except DAMAGED_ZIP_ERRORS as error:
         raise CheckpointError(f"{path}: a damaged zip archive ({shown(str(error))})") from None
+    if names is None:
+        if head.startswith(b"PK\x03\x04"):
+            raise CheckpointError(f"{path}: a damaged zip archive (its central directory is missing: truncated?)")
+        return
     if not any(name.endswith("data.pkl") for name in names):
         raise CheckpointError(f"{path}: a zip archive without data.pkl, not a torch checkpoint")
 
