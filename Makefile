@@ -13,7 +13,11 @@ $(STAMP): pyproject.toml Makefile
 	$(BIN)/pip install --quiet --upgrade pip
 	# The CPU-runnable torch pair on local disk; timm needs torchvision, which needs this torch.
 	$(BIN)/pip install --quiet torch==2.14.1 torchvision==0.29.1
-	$(BIN)/pip install --quiet -e '.[dev,bench]'
+	$(BIN)/pip install --quiet -e '.[convert,dev,bench]'
+	# keras-hub without tensorflow-text (and the full tensorflow wheel it asks for): its vision models
+	# never import it. The rest of what it needs, named.
+	$(BIN)/pip install --quiet --no-deps 'keras-hub>=0.32'
+	$(BIN)/pip install --quiet absl-py regex rich 'kagglehub!=1.0.1' kagglesdk==0.1.28 sentencepiece tokenizers
 	# triton comes with that torch build; CPU work never uses it, and importing it after
 	# TensorFlow kills the process (see tests/test_import_order.py).
 	$(BIN)/pip uninstall --quiet -y triton

@@ -15,7 +15,11 @@ GRAPH = "tf-function"
 LIVE = "tf-live"
 XLA = "tf-xla"
 TFLITE = "tflite"
-SYSTEMS = (TORCH, EAGER, GRAPH, LIVE, XLA, TFLITE)
+KERAS_JAX = "keras-jax"
+KERAS_TORCH = "keras-torch"
+SYSTEMS = (TORCH, EAGER, GRAPH, LIVE, XLA, TFLITE, KERAS_JAX, KERAS_TORCH)
+# The other Keras backends, each in a worker with KERAS_BACKEND set.
+KERAS_BACKENDS = {KERAS_JAX: "jax", KERAS_TORCH: "torch"}
 SYSTEM_LABELS = {
     TORCH: "PyTorch eager (official_ref, inference_mode) - baseline",
     EAGER: "cvt_tf eager Keras call",
@@ -23,7 +27,14 @@ SYSTEM_LABELS = {
     LIVE: "tf.function over the live variables (model.predict, SavedModel export)",
     XLA: "tf.function(jit_compile=True)",
     TFLITE: "TFLite, XNNPack",
+    KERAS_JAX: "model.predict under KERAS_BACKEND=jax",
+    KERAS_TORCH: "model.predict under KERAS_BACKEND=torch",
 }
+
+
+def worker_of(system: str) -> str:
+    """The bench worker module (bench.worker_<name>) that times `system`."""
+    return "torch" if system == TORCH else "keras" if system in KERAS_BACKENDS else "tf"
 
 
 @dataclass(frozen=True)

@@ -15,7 +15,7 @@ import time
 from pathlib import Path
 
 from bench import report
-from bench.configs import FULL, QUICK, SYSTEM_LABELS, SYSTEMS, TFLITE, TORCH
+from bench.configs import FULL, KERAS_BACKENDS, QUICK, SYSTEM_LABELS, SYSTEMS, TFLITE, worker_of
 
 REPO = Path(__file__).resolve().parents[1]
 WORKER_TIMEOUT_S = 1800
@@ -71,8 +71,9 @@ class Bench:
         stem = self.workdir / f"{self.counter:03d}-{job['task']}-{job.get('system', '')}-{job['group']}"
         job = {**job, "result": f"{stem}.result.json", "workdir": str(self.workdir), "threads": self.args.threads}
         Path(f"{stem}.job.json").write_text(json.dumps(job))
+        env = {**self.env, "KERAS_BACKEND": KERAS_BACKENDS.get(job.get("system"), "tensorflow")}
         code, seconds, rss = run_process(
-            [sys.executable, "-m", f"bench.worker_{framework}", f"{stem}.job.json"], f"{stem}.log", self.env
+            [sys.executable, "-m", f"bench.worker_{framework}", f"{stem}.job.json"], f"{stem}.log", env
         )
         result = json.loads(Path(job["result"]).read_text()) if code == 0 else None
         if code != 0:
@@ -112,7 +113,7 @@ class Bench:
         results = {s: [] for s in self.args.systems if not group.skipped(s)}
         for round_index in range(self.args.rounds):
             for system in results:
-                result, *_ = self.worker("torch" if system == TORCH else "tf",
+                result, *_ = self.worker(worker_of(system),
                                          {**base, "task": "time", "system": system, "round": round_index})
                 if result is not None:
                     results[system].append(result)

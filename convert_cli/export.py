@@ -9,6 +9,7 @@ import sys
 import click
 
 from convert_cli.errors import BadInput
+from convert_cli.inputs import require_pytorch
 from convert_cli.plan import check_atol, parse_resolution
 from cvt_spec.artifacts import EXPORT_FORMATS, QUANTIZATIONS
 
@@ -46,6 +47,7 @@ def export(artifact: str, export_format: str, quantize: str, out: str | None, fo
            samples: int, seed: int, atol: float, debug: bool) -> None:
     if quantize != "none" and export_format != "tflite":  # checked before the slow imports
         raise BadInput(f"--quantize {quantize} applies to --format tflite only, got --format {export_format}")
+    require_pytorch("export")
     import converter  # noqa: F401  (torch before TensorFlow)
     from converter.export import ExportJob, run_export
 

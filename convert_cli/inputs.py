@@ -3,6 +3,7 @@
 Each failure is a BadInput naming the option or the file, and what is wrong with it.
 """
 
+import importlib.util
 import os
 import re
 from pathlib import Path
@@ -56,3 +57,10 @@ def check_output_dir(out_dir) -> None:
     reason = _not_writable(existing)
     if reason:
         raise BadInput(f"--out {out_dir}: cannot create it in {existing} ({reason})")
+
+
+def require_pytorch(what: str) -> None:
+    """Refuses, naming the extra to install, when `what` needs PyTorch and it is not installed."""
+    if importlib.util.find_spec("torch") is None:
+        raise BadInput(f"{what} needs the PyTorch reference, which is not installed: "
+                       "pip install 'cvt-convert[convert]'")

@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING
 import click
 
 from convert_cli.errors import BadInput
-from convert_cli.inputs import check_artifact_name, check_checkpoint_file, check_output_dir
+from convert_cli.inputs import check_artifact_name, check_checkpoint_file, check_output_dir, require_pytorch
 from cvt_spec import (
     PUBLISHED_AT,
     VARIANTS,
@@ -78,6 +78,7 @@ def _official_checkpoint_path(config, resolution, version, checkpoint, synthetic
 
 def checkpoint_shapes(path) -> dict:
     """{key: shape} of a checkpoint file, transformers keys under their official names."""
+    require_pytorch("recognising a checkpoint")
     from converter.checkpoint import load_checkpoint
     from converter.hf_layout import official_key_names
 
@@ -193,6 +194,7 @@ def plan_conversion(options: dict, command: str = "") -> "Conversion":
     if not options.get("show_mapping"):
         check_output_dir(options["out"])
     num_classes = fields.pop("num_classes")
+    require_pytorch("converting a checkpoint")
     from converter.pipeline import Conversion  # PyTorch and TensorFlow load only once the input is valid
 
     return Conversion(

@@ -9,6 +9,7 @@ import click
 import numpy as np
 
 from convert_cli.errors import BadInput, ParityFailed
+from convert_cli.inputs import require_pytorch
 from convert_cli.plan import check_atol
 from cvt_spec import ArtifactError
 from cvt_spec.artifacts import read_manifest
@@ -129,6 +130,7 @@ def agreement(keras_logits, torch_logits, top: int) -> tuple[float, str]:
               help="Largest allowed logits difference with --checkpoint.")
 def predict(images: tuple, artifact: str, checkpoint: str | None, top: int, atol: float) -> None:
     if checkpoint is not None:
+        require_pytorch("predict --checkpoint")
         import converter  # noqa: F401  (torch and timm before TensorFlow)
 
     try:

@@ -6,6 +6,7 @@ Prints each conversion, then one summary table, and writes OUT/SHA256SUMS.
 import click
 
 from convert_cli.errors import BadInput, ParityFailed
+from convert_cli.inputs import require_pytorch
 from convert_cli.plan import DEFAULT_CHECKPOINT_DIR
 from cvt_spec import OFFICIAL_CHECKPOINTS, PUBLISHED_AT, locate_official
 
@@ -24,6 +25,7 @@ def release_command(options: dict, command: str) -> None:
             f"none of the {len(OFFICIAL_CHECKPOINTS)} official checkpoints is in {DEFAULT_CHECKPOINT_DIR}/ "
             f"(e.g. {missing[0].name}; see {PUBLISHED_AT}); try --all --synthetic"
         )
+    require_pytorch("--all")
     from converter.memory import prefer_returning_memory
     from converter.release import official_jobs, run_release, summary_table, write_sha256sums
 

@@ -6,6 +6,7 @@ Exit 0 when every output is within the tolerance, 1 when not, 2 when the artifac
 import click
 
 from convert_cli.errors import BadInput
+from convert_cli.inputs import require_pytorch
 from convert_cli.plan import check_atol
 
 
@@ -23,6 +24,7 @@ def verify_command(artifact: str, checkpoint: str | None, synthetic: bool, atol:
     """Reload ARTIFACT with cvt_tf.load_artifact and rerun parity against its checkpoint."""
     if (checkpoint is None) == (not synthetic):
         raise BadInput("verify needs exactly one of --checkpoint FILE and --synthetic")
+    require_pytorch("verify")
     import converter  # noqa: F401  (torch before TensorFlow)
     from converter.parity import ParityError
     from converter.verify import verify_artifact

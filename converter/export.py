@@ -4,6 +4,7 @@ An export never overwrites an existing output unless forced, and is recorded in 
 """
 
 import json
+import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,6 +19,7 @@ from converter.reverse import official_state_dict
 from converter.tf_formats import logits_agreement, run_saved_model, run_tflite, tflite_flatbuffer, write_saved_model
 from cvt_spec import ArtifactError, CheckFailed, InputError
 from cvt_spec.artifacts import (
+    DIRECTORY_FORMATS,
     EXPORT_FORMATS,
     artifact_paths,
     default_export_path,
@@ -94,6 +96,8 @@ def _write_and_check(staged, model, manifest, run, job, progress):
         torch.save(official_state_dict(model, manifest.get("torch_layout")), staged)
         progress("loading it into official_ref (strict=True) for parity")
         return _check_pth(staged, model, manifest, run)
+    if job.format == "keras-hub":
+        return _write_and_check_preset(staged, model, job, run, progress)
     inputs = run.inputs()
     nhwc = np.transpose(inputs, (0, 2, 3, 1))
     if job.format == "saved_model":
@@ -107,6 +111,22 @@ def _write_and_check(staged, model, manifest, run, job, progress):
     return _check_logits(run_tflite(staged, nhwc), model, inputs, run, gated=job.quantize == "none")
 
 
+def _write_and_check_preset(staged, model, job, run, progress):
+    """A keras-hub preset, run back by keras-hub's own loader on raw images against the artifact's transform."""
+    from cvt_tf import preprocess_input
+    from cvt_tf.hub import classifier_from_artifact, predict_with_preset, raw_images
+
+    progress("writing the keras-hub preset (backbone, classifier head, the official evaluation transform)")
+    classifier_from_artifact(job.artifact, run.resolution).save_to_preset(str(staged))
+    progress("loading it with keras_hub.models.ImageClassifier.from_preset for parity, on raw uint8 images")
+    images = raw_images(run.resolution, count=run.batch, seed=run.seed)
+    expected = np.asarray(model(preprocess_input(list(images), run.resolution), training=False))
+    figures = logits_agreement(predict_with_preset(staged, images), expected)
+    passed = figures["logits_max_abs"] <= run.atol
+    return {"against": "keras", "inputs": "raw uint8 images", "seed": run.seed, "atol": run.atol,
+            "passed": passed, **figures}, passed
+
+
 def _output_path(job, weights_path, manifest_path):
     if job.format not in EXPORT_FORMATS:
         raise ExportError(f"--format must be one of {', '.join(EXPORT_FORMATS)}, got {job.format!r}")
@@ -117,16 +137,15 @@ def _output_path(job, weights_path, manifest_path):
         raise ExportError(f"--out {out}: that is the artifact itself")
     if (out.exists() or out.is_symlink()) and not job.force:
         raise ExportError(f"{out} exists; pass --force to overwrite it")
-    if out.is_dir() != (job.format == "saved_model") and out.exists():
+    if out.is_dir() != (job.format in DIRECTORY_FORMATS) and out.exists():
         raise ExportError(f"{out} is a {'directory' if out.is_dir() else 'file'}; cannot write a {job.format} there")
     return out
 
 
 def _manifest_file_name(out, manifest_path):
-    try:
-        return out.resolve().relative_to(manifest_path.resolve().parent).as_posix()
-    except ValueError:
-        return str(out.resolve())
+    """The export's path relative to the artifact's directory (where `NAME.json` is, not behind its link)."""
+    out, directory = Path(os.path.abspath(out)), Path(os.path.abspath(manifest_path.parent))
+    return out.relative_to(directory).as_posix() if out.is_relative_to(directory) else str(out)
 
 
 def _worst(parity):

@@ -158,11 +158,17 @@ def reference_outputs(torch_model, inputs_nchw: np.ndarray, images_per_call: int
 
 
 def _keras_in_calls(run, inputs, images_per_call, query_rows):
-    # Imported here, when the Keras model runs: importing parity must not import TensorFlow.
+    # Imported here, when the Keras model runs: importing parity must not import Keras or TensorFlow.
+    from keras import ops
+
     from cvt_tf.layers.options import InferenceOptions
 
     options = InferenceOptions(query_chunk=query_rows)
-    return _in_calls(lambda images: run(images, options), inputs, images_per_call)
+
+    def run_as_numpy(images):  # any backend's tensors (a torch tensor may require grad)
+        return {name: ops.convert_to_numpy(value) for name, value in run(images, options).items()}
+
+    return _in_calls(run_as_numpy, inputs, images_per_call)
 
 
 def compare_outputs(expected: dict, keras_model, inputs_nchw: np.ndarray, run: ParityRun) -> ParityReport:

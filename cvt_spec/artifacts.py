@@ -14,7 +14,8 @@ WEIGHTS_SUFFIX = ".weights.h5"
 MANIFEST_SUFFIX = ".json"
 MANIFEST_FORMAT = "cvt-convert artifact v1"
 
-EXPORT_FORMATS = ("pth", "tflite", "saved_model")
+EXPORT_FORMATS = ("pth", "tflite", "saved_model", "keras-hub")
+DIRECTORY_FORMATS = ("saved_model", "keras-hub")
 QUANTIZATIONS = ("none", "dynamic")
 
 
@@ -137,8 +138,8 @@ def check_artifact_fits(manifest: dict, spec: dict, num_classes: int, has_head: 
 
 
 def default_export_path(weights_path: Path, export_format: str, quantize: str = "none") -> Path:
-    """`<name>.pth`, `<name>.tflite`, `<name>.int8.tflite` or `<name>.saved_model` beside the weights."""
-    suffix = {"pth": ".pth", "saved_model": ".saved_model"}.get(
+    """`<name>.pth`, `.tflite`, `.int8.tflite`, `.saved_model` or `.keras-hub` (a preset) beside the weights."""
+    suffix = {"pth": ".pth", "saved_model": ".saved_model", "keras-hub": ".keras-hub"}.get(
         export_format, ".int8.tflite" if quantize == "dynamic" else ".tflite"
     )
     return weights_path.with_name(artifact_name(weights_path) + suffix)

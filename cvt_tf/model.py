@@ -14,7 +14,18 @@ from cvt_tf.pretrained import pretrained_artifact
 from cvt_tf.weights import restore_artifact
 
 DATA_FORMATS = ("channels_last", "channels_first")
-PREDICT_OPTIONS = InferenceOptions(streams=DEFAULT_INFERENCE_STREAMS)
+# How an inference call runs when the caller does not say: in TensorFlow graphs (tf.function,
+# model.predict, a SavedModel) in independent streams, else (eager, JAX, PyTorch) in one piece.
+GRAPH_OPTIONS = InferenceOptions(streams=DEFAULT_INFERENCE_STREAMS)
+
+
+def default_options(training) -> InferenceOptions:
+    """`GRAPH_OPTIONS` for inference traced into a TensorFlow graph, else `WHOLE`."""
+    if training or keras.backend.backend() != "tensorflow":
+        return WHOLE
+    import tensorflow as tf  # loaded already: Keras runs on it
+
+    return WHOLE if tf.executing_eagerly() else GRAPH_OPTIONS
 
 
 def resolve_spec(configuration: str | None, spec: dict | None) -> dict:
@@ -58,9 +69,9 @@ class CvT(keras.Model):
         pretrained_version: "1k" or "22k", its pretraining data.
 
     Under a mixed precision policy the LayerNorms, the attention softmax, the head and its activation
-    run in float32, so the output is float32. `call` takes `options=` (`cvt_tf.layers.InferenceOptions`):
-    streams, attention query chunks and frozen-weight folds of an inference call; `predict` runs
-    `PREDICT_OPTIONS`.
+    run in float32, so the output is float32. `call` takes `options=` (`cvt_tf.InferenceOptions`):
+    streams, attention query chunks and frozen-weight folds of an inference call; by default
+    `default_options` (streams in TensorFlow graphs: `model.predict`, `tf.function`, SavedModels).
     """
 
     def __init__(
@@ -81,7 +92,8 @@ class CvT(keras.Model):
         self.data_format = data_format
         self.classifier_activation = classifier_activation
         self.include_top = include_top
-        self.stages = [Stage(**stage_arguments(stage), name=f"stage{stage.index}") for stage in stage_specs(self.spec)]
+        self.stages = [Stage(**stage_arguments(stage), name=f"stage{stage.index}", dtype=self.dtype_policy)
+                       for stage in stage_specs(self.spec)]
         self.has_cls_token = self.spec["CLS_TOKEN"][-1]
         self.num_features = self.spec["DIM_EMBED"][-1]
         self.norm = layer_norm("norm")
@@ -126,7 +138,7 @@ class CvT(keras.Model):
 
     def forward_stages(self, inputs, training=None, options: InferenceOptions | None = None) -> dict:
         """Returns {"stage0": grid, ..., "features": pooled vector, "logits": head output}."""
-        options = options or WHOLE
+        options = options or default_options(training)
         x = inputs
         if self.data_format == "channels_first":
             x = ops.transpose(x, (0, 2, 3, 1))
@@ -144,7 +156,7 @@ class CvT(keras.Model):
         return outputs
 
     def call(self, inputs, training=None, options: InferenceOptions | None = None):
-        options = options or WHOLE
+        options = options or default_options(training)
         batch = inputs.shape[0]
         if options.streams > 1 and not training and batch is not None and batch >= options.streams:
             # Whole images per stream: no stream waits for another until the end.
@@ -153,11 +165,6 @@ class CvT(keras.Model):
             return ops.concatenate([self.call(part, options=one_stream) for part in parts], axis=0)
         outputs = self.forward_stages(inputs, training=training, options=options)
         return outputs["logits"] if self.head is not None else outputs["features"]
-
-    def predict_step(self, data):
-        """`model.predict` runs its graph with `PREDICT_OPTIONS` (independent streams)."""
-        x, _, _ = keras.utils.unpack_x_y_sample_weight(data)
-        return self(x, training=False, options=PREDICT_OPTIONS)
 
     def export(self, filepath, format="tf_saved_model", verbose=None, input_signature=None, **kwargs):
         """`keras.Model.export`, whose default signature is the shape given to `build`, any batch size.

@@ -1,19 +1,17 @@
 """The official CvT evaluation transform (microsoft/CvT `lib/dataset/transformas/build.py`) for Keras.
 
-`preprocess_input` runs it with PIL as torchvision did; `EvalPreprocessing` runs the same arithmetic in the graph.
+`preprocess_input` runs it with PIL as torchvision did (any Keras backend); `cvt_tf.preprocessing_layer`
+runs the same arithmetic in TensorFlow ops.
 """
 
 from dataclasses import dataclass
 from pathlib import Path
 
-import keras
 import numpy as np
-from keras import ops
 from PIL import Image
 
 from cvt_spec import InputError
 from cvt_tf.images import load_image
-from cvt_tf.pil_resize import resize_bicubic_8bit
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -122,7 +120,7 @@ def _as_images(images):
     return result
 
 
-def _normalize(pixels):
+def normalize_pixels(pixels: np.ndarray) -> np.ndarray:
     """uint8 (..., 3) -> float32 as torchvision's ToTensor then Normalize: x / 255, - mean, / std."""
     scaled = pixels.astype(np.float32) / np.float32(255)
     return (scaled - np.asarray(IMAGENET_MEAN, np.float32)) / np.asarray(IMAGENET_STD, np.float32)
@@ -159,47 +157,5 @@ def preprocess_input(images, resolution: int | tuple = 224, center_crop: bool | 
         if transform.center_crop:
             top, left = transform.crop_offsets(new_height, new_width)
             pixels = pixels[top : top + transform.height, left : left + transform.width]
-        batch.append(_normalize(pixels))
+        batch.append(normalize_pixels(pixels))
     return np.stack(batch)
-
-
-@keras.saving.register_keras_serializable(package="cvt_tf")
-class EvalPreprocessing(keras.layers.Layer):
-    """The official evaluation transform as a Keras layer: (batch, H, W, 3) pixels 0-255 -> model input.
-
-    Runs PIL's 8-bit bicubic arithmetic in TensorFlow ops (`cvt_tf.pil_resize`), so it gives the
-    tensor of `preprocess_input` exactly; inputs hold integer values 0..255 (uint8 or any number type).
-    Every image of a batch has the same size; sizes may be unknown until the graph runs.
-
-    Args:
-        resolution: the model's input size, e.g. 224 or 384, or (height, width).
-        center_crop: None follows the official experiments (`official_center_crop`).
-    """
-
-    def __init__(self, resolution=224, center_crop=None, **kwargs):
-        super().__init__(**kwargs)
-        self.resolution = resolution
-        self.center_crop = center_crop
-        self.transform = EvalTransform.official(resolution, center_crop)
-        # `_normalize` of every (pixel value, channel), flattened: a graph may rewrite arithmetic
-        # (a division by a constant into a product, one ulp off); a table lookup stays exact.
-        levels = np.repeat(np.arange(256, dtype=np.uint8)[:, None], 3, axis=1)
-        self.normalized_levels = _normalize(levels).reshape(-1)
-
-    def call(self, images):
-        shape = ops.shape(images)
-        new_height, new_width = self.transform.resized_size(shape[1], shape[2], minimum=ops.minimum)
-        pixels = resize_bicubic_8bit(images, new_height, new_width)
-        if self.transform.center_crop:
-            top, left = self.transform.crop_offsets(new_height, new_width)
-            pixels = pixels[:, top : top + self.transform.height, left : left + self.transform.width, :]
-        index = ops.cast(pixels, "int32") * 3 + ops.arange(3, dtype="int32")
-        return ops.take(self.normalized_levels, index)
-
-    def compute_output_shape(self, input_shape):
-        return (input_shape[0], self.transform.height, self.transform.width, 3)
-
-    def get_config(self):
-        config = super().get_config()
-        config.update(resolution=self.resolution, center_crop=self.center_crop)
-        return config

@@ -175,3 +175,20 @@ def test_mixed_precision_builds_trains_and_infers_close_to_float32(set_policy, p
     assert all(np.abs(value - b).max() > 0 for value, b in zip(after[-2:], before[-2:], strict=True))  # the head
     predictions = model.predict(x, verbose=0)
     assert predictions.dtype == np.float32 and np.isfinite(predictions).all()
+
+
+@pytest.mark.parametrize("policy", sorted(MIXED_TOLERANCE))
+def test_the_model_policy_reaches_every_sublayer(policy):
+    """`CvT(dtype=...)` alone (no global policy): every layer computes in it but LayerNorm and the head."""
+    model = CvT(spec=tiny_spec(), num_classes=10, dtype=policy)
+    model.build((None, 48, 48, 3))
+    kept_float32 = [layer for layer in model._flatten_layers(include_self=False)
+                    if isinstance(layer, keras.layers.LayerNormalization) or layer is model.head]
+    others = [layer for layer in model._flatten_layers(include_self=False) if layer not in kept_float32]
+    assert len(kept_float32) == 3 + 2 * 4 + 1 + 1 and len(others) > 60
+    assert all(layer.dtype_policy.name == "float32" for layer in kept_float32)
+    assert {layer.dtype_policy.name for layer in others} == {policy}, [
+        layer.path for layer in others if layer.dtype_policy.name != policy]
+    assert keras.mixed_precision.global_policy().name == "float32"  # nothing global was set
+    logits = model(_images())
+    assert logits.dtype == "float32"

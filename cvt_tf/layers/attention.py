@@ -42,16 +42,18 @@ class ConvAttention(ConfiguredLayer):
                   stride_kv=stride_kv, stride_q=stride_q, padding_kv=padding_kv, padding_q=padding_q,
                   with_cls_token=with_cls_token, attn_drop=attn_drop, proj_drop=proj_drop, init=init)
         self.scale = dim**-0.5
-        self.conv_proj_q = ConvProjection(query_method(method), kernel_size, stride_q, padding_q, name="conv_proj_q")
-        self.conv_proj_k = ConvProjection(method, kernel_size, stride_kv, padding_kv, name="conv_proj_k")
-        self.conv_proj_v = ConvProjection(method, kernel_size, stride_kv, padding_kv, name="conv_proj_v")
-        dense = {"kernel_initializer": linear_initializer(init)}
+        policy = {"dtype": self.dtype_policy}
+        self.conv_proj_q = ConvProjection(query_method(method), kernel_size, stride_q, padding_q, name="conv_proj_q",
+                                          **policy)
+        self.conv_proj_k = ConvProjection(method, kernel_size, stride_kv, padding_kv, name="conv_proj_k", **policy)
+        self.conv_proj_v = ConvProjection(method, kernel_size, stride_kv, padding_kv, name="conv_proj_v", **policy)
+        dense = {"kernel_initializer": linear_initializer(init), **policy}
         self.proj_q = layers.Dense(dim, use_bias=qkv_bias, name="proj_q", **dense)
         self.proj_k = layers.Dense(dim, use_bias=qkv_bias, name="proj_k", **dense)
         self.proj_v = layers.Dense(dim, use_bias=qkv_bias, name="proj_v", **dense)
-        self.attn_dropout = layers.Dropout(attn_drop, name="attn_drop")
+        self.attn_dropout = layers.Dropout(attn_drop, name="attn_drop", **policy)
         self.proj = layers.Dense(dim, name="proj", **dense)
-        self.proj_dropout = layers.Dropout(proj_drop, name="proj_drop")
+        self.proj_dropout = layers.Dropout(proj_drop, name="proj_drop", **policy)
 
     def build(self, input_shape):
         for projection in (self.conv_proj_q, self.conv_proj_k, self.conv_proj_v):

@@ -57,10 +57,10 @@ class Mlp(ConfiguredLayer):
     def __init__(self, dim: int, hidden_dim: int, drop: float = 0.0, init: str = "trunc_norm", **kwargs):
         super().__init__(**kwargs)
         self.keep(dim=dim, hidden_dim=hidden_dim, drop=drop, init=init)
-        dense = {"kernel_initializer": linear_initializer(init)}
+        dense = {"kernel_initializer": linear_initializer(init), "dtype": self.dtype_policy}
         self.fc1 = layers.Dense(hidden_dim, name="fc1", **dense)
         self.fc2 = layers.Dense(dim, name="fc2", **dense)
-        self.dropout = layers.Dropout(drop, name="drop")
+        self.dropout = layers.Dropout(drop, name="drop", dtype=self.dtype_policy)
 
     def build(self, input_shape):
         self.fc1.build((None, None, self.dim))
@@ -96,11 +96,12 @@ class Block(ConfiguredLayer):
         self.keep(dim=dim, num_heads=num_heads, mlp_ratio=mlp_ratio, attention=attention, drop=drop, init=init)
         # `drop_path` names the DropPath sublayer (its place in the weights file), so the rate has its own name.
         self.drop_path_rate = drop_path
+        policy = {"dtype": self.dtype_policy}
         self.norm1 = layer_norm("norm1")
-        self.attn = ConvAttention(dim, num_heads, proj_drop=drop, init=init, name="attn", **attention)
-        self.drop_path = DropPath(drop_path, name="drop_path")
+        self.attn = ConvAttention(dim, num_heads, proj_drop=drop, init=init, name="attn", **attention, **policy)
+        self.drop_path = DropPath(drop_path, name="drop_path", **policy)
         self.norm2 = layer_norm("norm2")
-        self.mlp = Mlp(dim, mlp_width(dim, mlp_ratio), drop=drop, init=init, name="mlp")
+        self.mlp = Mlp(dim, mlp_width(dim, mlp_ratio), drop=drop, init=init, name="mlp", **policy)
 
     def build(self, input_shape):
         tokens_shape = (None, None, self.dim)

@@ -23,10 +23,10 @@ class ConvEmbedding(ConfiguredLayer):
     def __init__(self, dim: int, patch_size: int, stride: int, padding: int, **kwargs):
         super().__init__(**kwargs)
         self.keep(dim=dim, patch_size=patch_size, stride=stride, padding=padding)
-        self.pad = layers.ZeroPadding2D(padding, name="pad")
+        self.pad = layers.ZeroPadding2D(padding, name="pad", dtype=self.dtype_policy)
         self.proj = layers.Conv2D(
             dim, patch_size, strides=stride, padding="valid",
-            kernel_initializer=torch_conv_initializer(), name="proj",
+            kernel_initializer=torch_conv_initializer(), name="proj", dtype=self.dtype_policy,
         )
         self.norm = layer_norm("norm")
 

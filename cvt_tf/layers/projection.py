@@ -31,7 +31,8 @@ class TorchAvgPool2D(ConfiguredLayer):
     def __init__(self, kernel_size: int, stride: int, padding: int, **kwargs):
         super().__init__(**kwargs)
         self.keep(kernel_size=kernel_size, stride=stride, padding=padding)
-        self.pool = layers.AveragePooling2D(kernel_size, strides=stride, padding="valid", name="pool")
+        self.pool = layers.AveragePooling2D(kernel_size, strides=stride, padding="valid", name="pool",
+                                            dtype=self.dtype_policy)
 
     def _axis(self, n):
         k, s, p = self.kernel_size, self.stride, self.padding
@@ -67,17 +68,18 @@ class ConvProjection(ConfiguredLayer):
     def __init__(self, method: str, kernel_size: int, stride: int, padding: int, **kwargs):
         super().__init__(**kwargs)
         self.keep(method=method, kernel_size=kernel_size, stride=stride, padding=padding)
+        policy = {"dtype": self.dtype_policy}
         if method == "dw_bn":
-            self.pad = layers.ZeroPadding2D(padding, name="pad")
+            self.pad = layers.ZeroPadding2D(padding, name="pad", **policy)
             self.conv = layers.DepthwiseConv2D(
                 kernel_size, strides=stride, padding="valid", use_bias=False,
-                depthwise_initializer=torch_conv_initializer(), name="conv",
+                depthwise_initializer=torch_conv_initializer(), name="conv", **policy,
             )
             self.bn = layers.BatchNormalization(
-                epsilon=BATCH_NORM_EPSILON, momentum=BATCH_NORM_MOMENTUM, name="bn"
+                epsilon=BATCH_NORM_EPSILON, momentum=BATCH_NORM_MOMENTUM, name="bn", **policy
             )
         elif method == "avg":
-            self.avg = TorchAvgPool2D(kernel_size, stride, padding, name="avg")
+            self.avg = TorchAvgPool2D(kernel_size, stride, padding, name="avg", **policy)
 
     def build(self, input_shape):
         if self.method == "dw_bn":

@@ -71,12 +71,13 @@ class Stage(ConfiguredLayer):
         self.keep(dim=dim, depth=depth, num_heads=num_heads, mlp_ratio=mlp_ratio, patch_size=patch_size,
                   patch_stride=patch_stride, patch_padding=patch_padding, attention=attention,
                   with_cls_token=with_cls_token, drop=drop, drop_path=drop_path, init=init)
-        self.patch_embed = ConvEmbedding(dim, patch_size, patch_stride, patch_padding, name="patch_embed")
-        self.pos_drop = layers.Dropout(drop, name="pos_drop")
+        policy = {"dtype": self.dtype_policy}
+        self.patch_embed = ConvEmbedding(dim, patch_size, patch_stride, patch_padding, name="patch_embed", **policy)
+        self.pos_drop = layers.Dropout(drop, name="pos_drop", **policy)
         self.blocks = [
             Block(
                 dim, num_heads, mlp_ratio, rate, attention={**attention, "with_cls_token": with_cls_token},
-                drop=drop, init=init, name=f"block{j}",
+                drop=drop, init=init, name=f"block{j}", **policy,
             )
             for j, rate in enumerate(drop_path_rates(drop_path, depth))
         ]
