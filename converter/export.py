@@ -58,16 +58,19 @@ class ExportJob:
         return ParityRun(resolution, self.atol, batch=self.samples, seed=self.seed)
 
 
-def record_export(manifest_path: Path, entry: dict) -> None:
-    """Adds `entry` to the manifest's `exports` list (replacing one for the same file), atomically.
+def record_export(manifest_path: Path, file_name: str, entry: dict | None) -> None:
+    """Sets the manifest's `exports` entry for `file_name` to `entry` (None: removes it), atomically.
 
-    The manifest file behind `manifest_path` (a link into the artifact's current version) is rewritten.
+    The manifest file behind `manifest_path` (a link into the artifact's current version) is rewritten;
+    without an entry to remove, nothing is written.
     """
     manifest_path = Path(manifest_path)
     behind = manifest_path.resolve()
     manifest = load_manifest(behind)
-    exports = [e for e in manifest.get("exports", []) if e.get("file") != entry["file"]]
-    manifest["exports"] = [*exports, entry]
+    exports = [e for e in manifest.get("exports", []) if e.get("file") != file_name]
+    if entry is None and len(exports) == len(manifest.get("exports", [])):
+        return
+    manifest["exports"] = exports if entry is None else [*exports, entry]
     with writing(behind, naming=manifest_path) as staged:
         write_text_file(staged, json.dumps(manifest, indent=2) + "\n")
 
@@ -186,5 +189,8 @@ def run_export(job: ExportJob, progress=print) -> tuple[Path, dict]:
             "versions": library_versions(),
             "run": {"command": job.command, "seconds": round(time.perf_counter() - started, 1)},
         }
-    record_export(manifest_path, entry)
+        # The old entry goes before the rename and the new one after: a kill in between leaves the
+        # export unrecorded, never recorded with another file's sha256.
+        record_export(manifest_path, entry["file"], None)
+    record_export(manifest_path, entry["file"], entry)
     return out, entry

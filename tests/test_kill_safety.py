@@ -17,6 +17,7 @@ import pytest
 import torch
 
 from converter.atomic import remove_stale
+from converter.export import record_export
 from cvt_spec import ArtifactNotFound, OutputError
 from cvt_spec.artifacts import path_sha256, read_manifest
 from tests.conftest import REPO, TINY_SPEC, visible_names
@@ -186,9 +187,14 @@ def _export_state(out, export_format, previous):
 def test_an_export_killed_at_any_point_leaves_the_old_or_the_new_export(workdir, export_format):
     source = workdir / f"export-{export_format}-source"
     shutil.copytree(workdir / "seed0", source, symlinks=True)
+    previous_path = source / ("tiny.pth" if export_format == "pth" else "tiny.saved_model")
     if export_format == "saved_model":  # an export to replace: the case where a directory is switched
         assert os.system(" ".join(_export(workdir, source, export_format)) + " > /dev/null") == 0
-    previous_path = source / ("tiny.pth" if export_format == "pth" else "tiny.saved_model")
+        # Marked, so that the old export differs from the new one even where the writer is deterministic.
+        (previous_path / "assets.extra").mkdir(exist_ok=True)
+        (previous_path / "assets.extra" / "previous").write_text("the export to replace\n")
+        entry = read_manifest(source / "tiny")["exports"][-1]
+        record_export(source / "tiny.json", entry["file"], {**entry, "sha256": path_sha256(previous_path)})
     previous = path_sha256(previous_path) if previous_path.exists() else None
 
     def check(out):
