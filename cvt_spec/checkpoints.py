@@ -1,6 +1,7 @@
 """The seven official CvT checkpoints and the artifact names they convert to.
 
-File names as published by microsoft/CvT; the 22k files carry 1000-class heads (fine-tuned on 1k).
+File names and top-1 accuracies (ImageNet-1k validation set, in %) as published by microsoft/CvT;
+the 22k files carry 1000-class heads (fine-tuned on 1k).
 """
 
 from dataclasses import dataclass
@@ -16,6 +17,7 @@ class OfficialCheckpoint:
     variant: str
     resolution: int
     version: str
+    top1: float  # the README's "Main results" tables
     num_classes: int = 1000
 
     @property
@@ -31,13 +33,14 @@ class OfficialCheckpoint:
 
 
 OFFICIAL_CHECKPOINTS = (
-    OfficialCheckpoint("cvt-13", 224, "1k"),
-    OfficialCheckpoint("cvt-13", 384, "1k"),
-    OfficialCheckpoint("cvt-13", 384, "22k"),
-    OfficialCheckpoint("cvt-21", 224, "1k"),
-    OfficialCheckpoint("cvt-21", 384, "1k"),
-    OfficialCheckpoint("cvt-21", 384, "22k"),
-    OfficialCheckpoint("cvt-w24", 384, "22k"),
+    OfficialCheckpoint("cvt-13", 224, "1k", 81.6),
+    OfficialCheckpoint("cvt-13", 384, "1k", 83.0),
+    OfficialCheckpoint("cvt-13", 384, "22k", 83.3),
+    OfficialCheckpoint("cvt-21", 224, "1k", 82.5),
+    OfficialCheckpoint("cvt-21", 384, "1k", 83.3),
+    OfficialCheckpoint("cvt-21", 384, "22k", 84.9),
+    # The README's table says 87.6; its introduction (and the paper's abstract) round it to 87.7.
+    OfficialCheckpoint("cvt-w24", 384, "22k", 87.6),
 )
 
 
@@ -59,6 +62,12 @@ def find_official(variant: str, resolution: int, version: str) -> "OfficialCheck
         f"no official checkpoint for {variant} at {resolution} ({version}); "
         f"the published ones are: {valid}"
     )
+
+
+def official_of_artifact(manifest: dict) -> "OfficialCheckpoint | None":
+    """The official checkpoint an artifact was converted from (by its source file name), or None."""
+    source = (manifest.get("source") or {}).get("file")
+    return next((official for official in OFFICIAL_CHECKPOINTS if official.file_name == source), None)
 
 
 def locate_official(checkpoint_dir) -> tuple[list, list]:
