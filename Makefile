@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: env demo test test-fast lint clean release bench bench-quick fuzz crash-sweep
+.PHONY: env demo test test-fast lint clean release bench bench-quick bench-evaluate fuzz crash-sweep
 
 $(STAMP): pyproject.toml Makefile
 	# strace (Debian) injects the kills of tests/test_kill_safety.py.
@@ -51,6 +51,11 @@ bench: env
 
 bench-quick: env
 	$(BIN)/python -m bench.run --quick --out bench/quick
+
+# evaluate's images/s against the model alone (inference_function), alternated in one run; EVALUATE_FLAGS e.g.
+# `--config cvt-21 --res 384 --batch 16`.
+bench-evaluate: env
+	OMP_NUM_THREADS=2 $(BIN)/python -m bench.evaluate $(EVALUATE_FLAGS)
 
 # Every parser of outside bytes, coverage-guided (atheris), FUZZ_SECONDS each; findings in fuzz-findings/.
 FUZZ_SECONDS ?= 600
