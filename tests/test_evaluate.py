@@ -252,9 +252,11 @@ def test_ctrl_c_exits_130_saying_how_far_and_how_to_resume(work, tmp_path, capfd
         return real(*args)
 
     monkeypatch.setattr(cvt_tf.evaluation, "classify_batch", interrupted_second_time)
+    monkeypatch.chdir(tmp_path)  # without --json the per-image CSV goes to ./tiny-evaluate.csv
     code, out, err = run_evaluate([tmp_path / "data", "--artifact", root / "tiny", "--batch", 3], capfd)
     assert (code, err) == (130, ["error: interrupted"])
-    assert "interrupted after 3 of 9 images" in out
+    assert "interrupted after 3 of 9 images (saved in tiny-evaluate.csv)" in out
+    assert len(read_rows(tmp_path / "tiny-evaluate.csv")) == 3
     assert f"resume with: convert.py evaluate {tmp_path / 'data'} --artifact {root / 'tiny'} --layout auto " \
            "--batch 3 --resume" in out
 
