@@ -1,8 +1,10 @@
+
 """`convert.py evaluate DATA --artifact A`: top-1 and top-5 on a labelled image set, beside the PyTorch reference.
 
 Options in, the report out; the work is cvt_tf.evaluation's (Keras) and official_ref's (with --checkpoint).
 """
 
+import json
 import os
 import shlex
 import sys
@@ -15,6 +17,7 @@ from convert_cli.errors import BadInput
 from convert_cli.inputs import check_checkpoint_file, require_pytorch
 from cvt_spec import ArtifactError
 from cvt_spec.artifacts import file_sha256, read_manifest
+from cvt_spec.atomic import write_text_file, writing
 from cvt_spec.checkpoints import official_of_artifact
 
 HELP = """Top-1 and top-5 of an artifact on the labelled images in DATA, with the official evaluation transform.
@@ -60,6 +63,12 @@ def reference_classifier(manifest: dict, checkpoint: str):
             return model(torch.from_numpy(np.ascontiguousarray(images.transpose(0, 3, 1, 2)))).numpy()
 
     return classify, note
+
+
+def write_json(path: Path, data: dict) -> None:
+    """`data` as JSON at `path`, written whole (staged, then renamed into place)."""
+    with writing(path) as staged:
+        write_text_file(staged, json.dumps(data, indent=1) + "\n")
 
 
 def use_all_cores() -> str:
@@ -148,7 +157,6 @@ def evaluate_command(data, artifact, checkpoint, layout, labels, batch, limit, j
 def run(image_set, manifest, transform, reference, log, options, started) -> None:
     from cvt_tf import load_artifact
     from cvt_tf.evaluation import evaluate, keras_classifier
-    from cvt_tf.evaluation_log import write_json
     from cvt_tf.evaluation_report import Summary
 
     selected = image_set.items[: options["limit"]]
@@ -186,5 +194,5 @@ def run(image_set, manifest, transform, reference, log, options, started) -> Non
     wall = time.perf_counter() - started
     click.echo(f"{computed} images computed in {seconds:.1f} s ({rate}); wall time {wall:.1f} s")
     if options["json"]:
-        write_json(options["json"], summary.to_json())
+        write_json(Path(options["json"]), summary.to_json())
         click.echo(f"wrote {options['json']} and {log.path}")

@@ -1,7 +1,7 @@
 """Writing an artifact: `<name>.weights.h5` and its `<name>.json` manifest, switched into place together.
 
 Both files go into a fresh hidden version directory that replaces the previous one in one rename
-(`converter.atomic.writing_together`); readers keep using `<name>.weights.h5` and `<name>.json`.
+(`cvt_spec.atomic.writing_together`); readers keep using `<name>.weights.h5` and `<name>.json`.
 """
 
 import errno
@@ -15,9 +15,9 @@ from pathlib import Path
 import h5py
 import numpy as np
 
-from converter.atomic import fsync_path, named_errors, write_text_file, writing_together
 from converter.mapping import MappingMismatch
 from cvt_spec.artifacts import MANIFEST_FORMAT, MANIFEST_SUFFIX, WEIGHTS_SUFFIX, file_sha256
+from cvt_spec.atomic import fsync_path, named_errors, write_text_file, writing_together
 
 # What HDF5 adds beyond the raw variable bytes: per-dataset headers and the file's metadata.
 H5_BYTES_PER_VARIABLE = 4096

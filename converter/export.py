@@ -12,7 +12,6 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from converter.atomic import write_text_file, writing
 from converter.manifest import library_versions
 from converter.parity import DEFAULT_ATOL, ParityRun, check_parity
 from converter.reverse import official_state_dict
@@ -28,6 +27,7 @@ from cvt_spec.artifacts import (
     path_size,
     read_manifest,
 )
+from cvt_spec.atomic import write_text_file, writing
 from cvt_tf import load_artifact
 from official_ref import load_reference
 

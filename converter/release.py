@@ -8,12 +8,12 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from converter.atomic import write_text_file, writing
 from converter.memory import release_memory
 from converter.parity import ParityError, ParityReport
 from converter.pipeline import Conversion, convert
 from cvt_spec import OFFICIAL_CHECKPOINTS, InputError, OutputError, locate_official, variant_spec
 from cvt_spec.artifacts import WEIGHTS_SUFFIX
+from cvt_spec.atomic import write_text_file, writing
 
 SUMS_FILE = "SHA256SUMS"
 

@@ -9,7 +9,6 @@ import hashlib
 import io
 import json
 import os
-import secrets
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -126,25 +125,3 @@ class ResultsLog:
         except OSError as error:
             raise OutputError(f"cannot write {self.path}: {error.strerror or error}") from None
         self.done.update((result.path, result) for result in results)
-
-
-def write_json(path, data: dict) -> None:
-    """Writes `data` as JSON to `path` in one rename, from the hidden staging name converter/atomic.py's
-    cleanup knows (`.<name>.w<pid>-<nonce>`): here because cvt_tf cannot import converter (PyTorch).
-
-    Raises:
-        OutputError: the file cannot be written; nothing is left behind.
-    """
-    path = Path(path)
-    staged = path.with_name(f".{path.name}.w{os.getpid()}-{secrets.token_hex(4)}")
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        with open(staged, "w", encoding="utf-8") as handle:
-            handle.write(json.dumps(data, indent=1) + "\n")
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(staged, path)
-    except OSError as error:
-        raise OutputError(f"cannot write {path}: {error.strerror or error}") from None
-    finally:
-        staged.unlink(missing_ok=True)

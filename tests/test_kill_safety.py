@@ -16,10 +16,10 @@ from pathlib import Path
 import pytest
 import torch
 
-from converter.atomic import remove_stale
 from converter.export import record_export
 from cvt_spec import ArtifactNotFound, OutputError
 from cvt_spec.artifacts import path_sha256, read_manifest
+from cvt_spec.atomic import remove_stale
 from tests.conftest import REPO, TINY_SPEC, visible_names
 from tests.corpus import record
 from tests.kill import STRACE, kill_at, kill_points, kill_safety_env, trace

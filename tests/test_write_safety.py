@@ -14,8 +14,8 @@ import time
 from pathlib import Path
 
 from convert_cli.app import run
-from converter.atomic import remove_stale
 from cvt_spec.artifacts import file_sha256, read_manifest
+from cvt_spec.atomic import remove_stale
 from tests.conftest import REPO, run_cli, tiny_spec, visible_names
 from tests.corpus import NUM_CLASSES, assert_refused, hooks_env, record, run_cli_with_file_size_limit, write_spec
 
