@@ -19,15 +19,30 @@ from cvt_spec import OutputError
 
 STAGED_NAME = re.compile(r"\.(?P<name>.+)\.w(?P<pid>[0-9]+)-(?P<nonce>[0-9a-f]{8})")
 
+# Staged names this process is writing now: kept by `remove_stale` when a write nests in another
+# (an artifact's manifest rewritten while an export beside it is staged).
+_WRITING_NOW: set[str] = set()
+
+
 def staged_path(final: Path) -> Path:
     """A fresh hidden name beside `final` that `remove_stale` knows: `.<name>.w<pid>-<nonce>`."""
     final = Path(final)
     return final.with_name(f".{final.name}.w{os.getpid()}-{secrets.token_hex(4)}")
 
 
+@contextlib.contextmanager
+def _claimed(*paths: Path) -> Iterator[None]:
+    names = {os.path.abspath(path) for path in paths}
+    _WRITING_NOW.update(names)
+    try:
+        yield
+    finally:
+        _WRITING_NOW.difference_update(names)
+
+
 def _process_alive(pid: int) -> bool:
     if pid == os.getpid():
-        return False  # an earlier process with our pid; this one has not started writing yet
+        return False  # an earlier process with our pid (this one's own writes are in _WRITING_NOW)
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -54,7 +69,8 @@ def remove_stale(directory) -> list[str]:
     """
     entries = list(Path(directory).iterdir())
     orphaned = {entry.name for entry in entries
-                if (match := STAGED_NAME.fullmatch(entry.name)) and not _process_alive(int(match["pid"]))}
+                if (match := STAGED_NAME.fullmatch(entry.name)) and not _process_alive(int(match["pid"]))
+                and os.path.abspath(entry) not in _WRITING_NOW}
     in_use = {os.readlink(entry) for entry in entries if entry.is_symlink() and entry.name not in orphaned}
     removed = sorted(orphaned - in_use)
     for name in removed:
@@ -133,6 +149,11 @@ def writing(final: Path, naming: Path | None = None) -> Iterator[Path]:
     final = Path(final)
     created = make_dirs(final.parent)
     staged = staged_path(final)
+    with _claimed(staged):
+        yield from _write_staged(staged, final, naming, created)
+
+
+def _write_staged(staged: Path, final: Path, naming: Path | None, created: list[Path]) -> Iterator[Path]:
     placed = False
     try:
         remove_stale(final.parent)
