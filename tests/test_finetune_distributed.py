@@ -1,0 +1,151 @@
+"""Fine-tuning on tf.distribute gives the weights of one device: mirrored over 2 logical CPUs, 2 workers, a kill.
+
+Each distributed run is `convert.py finetune` in its own process (tests/finetune_run.py: logical devices
+must be set before TensorFlow starts; no PyTorch, as the runtime install), on the same global batches as
+the one-device run in this process: a tiny SPEC, fixed seeds, dropout and stochastic depth 0.
+
+Tolerance: 1e-5 on every variable. The replicas see the same images, BatchNorm is synchronized, and the
+only difference is the order of float32 sums (per-replica gradients all-reduced, batch moments summed over
+replicas): ~1e-7 relative per step. AdamW divides the gradient by its running RMS, so a rounding
+difference becomes at most ~lr * 1e-3 per step here (lr 1e-3, 9 steps); a split batch with unsynchronized
+BatchNorm, or a replica reading another batch, moves weights by ~1e-3 (see the figures in the README).
+"""
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+
+import pytest
+
+from tests.conftest import REPO, TINY_SPEC
+from tests.finetune_data import image_set, max_weight_diff, stored_weights, tiny_artifact
+
+# TINY_SPEC's first stage alone, with a cls token: one block with dw_bn projections (BatchNorm to
+# synchronize), and a train step a distributed trace can build in seconds (TINY_SPEC's takes ~40 s mirrored).
+ONE_STAGE_SPEC = {**{key: value[:1] for key, value in TINY_SPEC.items() if isinstance(value, list)},
+                  "NUM_STAGES": 1, "CLS_TOKEN": [True]}
+TOLERANCE = 1e-5
+SETTINGS = ["--num-classes", 5, "--epochs", 3, "--batch", 8, "--lr", 1e-3, "--seed", 3, "--name", "ft"]
+RUN_TIMEOUT = 240  # seconds a run may take before the test kills it and fails
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory):
+    root = tmp_path_factory.mktemp("distributed")
+    return {"root": root, "artifact": tiny_artifact(root / "artifacts", ONE_STAGE_SPEC),
+            "data": image_set(root / "data", per_class=8)}  # 6 train + 2 validation per class: 3 steps per epoch
+
+
+@pytest.fixture(scope="module")
+def one_device(setup):
+    """{name: array} after the one-device run in this process."""
+    from converter.finetune import FineTuneJob, run_finetune
+
+    values = dict(zip(SETTINGS[::2], SETTINGS[1::2], strict=True))
+    job = FineTuneJob(data=setup["data"], artifact=setup["artifact"], num_classes=values["--num-classes"],
+                      out=setup["root"] / "one", epochs=values["--epochs"], batch=values["--batch"],
+                      learning_rate=values["--lr"], seed=values["--seed"], name=values["--name"], strategy="one",
+                      verbose=0)
+    result = run_finetune(job, progress=lambda _: None)
+    return stored_weights(result.weights_path.with_name("ft"))
+
+
+def _command(setup, out, strategy, cpus=1, resume=False):
+    args = ["finetune", setup["data"], "--artifact", setup["artifact"], "--out", out, "--strategy", strategy,
+            *SETTINGS, *(["--resume"] if resume else [])]
+    return [sys.executable, str(REPO / "tests" / "finetune_run.py"), "--logical-cpus", str(cpus), *map(str, args)]
+
+
+def _environment(tf_config=None):
+    env = {**os.environ, "PYTHONPATH": str(REPO), "TF_CPP_MIN_LOG_LEVEL": "2"}
+    env.pop("TF_CONFIG", None)
+    if tf_config is not None:
+        env["TF_CONFIG"] = json.dumps(tf_config)
+    return env
+
+
+def _manifest(out):
+    return json.loads((out / "ft.json").read_text())
+
+
+def test_mirrored_over_two_logical_cpus_gives_the_one_device_weights(setup, one_device):
+    out = setup["root"] / "mirrored"
+    result = subprocess.run(_command(setup, out, "mirrored", cpus=2), env=_environment(), cwd=REPO,
+                            capture_output=True, text=True, timeout=RUN_TIMEOUT)
+    assert result.returncode == 0, result.stdout[-800:] + result.stderr[-800:]
+    assert (_manifest(out)["fine_tuning"]["strategy"], _manifest(out)["fine_tuning"]["replicas"]) == ("mirrored", 2)
+    diff = max_weight_diff(stored_weights(out / "ft"), one_device)
+    print(f"mirrored (2 logical CPUs) vs one device: max abs weight diff {diff:.2e}")
+    assert diff <= TOLERANCE
+
+
+def _free_ports(count):
+    sockets = [socket.socket() for _ in range(count)]
+    for s in sockets:
+        s.bind(("127.0.0.1", 0))
+    ports = [s.getsockname()[1] for s in sockets]
+    for s in sockets:
+        s.close()
+    return ports
+
+
+def _start_workers(setup, out, resume):
+    """Two worker processes on loopback, each with its own TF_CONFIG; their output (a few lines) is piped."""
+    cluster = {"worker": [f"127.0.0.1:{port}" for port in _free_ports(2)]}
+    return [
+        subprocess.Popen(_command(setup, out, "multi-worker", resume=resume), cwd=REPO, stdout=subprocess.PIPE,
+                         stderr=subprocess.STDOUT, text=True,
+                         env=_environment({"cluster": cluster, "task": {"type": "worker", "index": i}}))
+        for i in range(2)
+    ]
+
+
+def _stop(workers):
+    for worker in workers:
+        if worker.poll() is None:
+            worker.kill()
+        worker.wait(timeout=30)
+
+
+def _checkpointed_epochs(out):
+    try:
+        return json.loads((out / "checkpoint.json").read_text())["epochs_done"]
+    except (FileNotFoundError, json.JSONDecodeError, KeyError):
+        return 0
+
+
+@pytest.mark.slow
+def test_two_workers_killed_mid_epoch_then_resumed_give_the_one_device_weights(setup, one_device):
+    """Worker 1 is SIGKILLed once epoch 1 is checkpointed (the job then dies: a collective needs every
+    worker, so worker 0 is killed too, as a cluster manager would), then both restart with --resume."""
+    out = setup["root"] / "workers"
+    workers = _start_workers(setup, out, resume=False)
+    try:
+        deadline = time.monotonic() + RUN_TIMEOUT
+        while _checkpointed_epochs(out) < 1:
+            assert time.monotonic() < deadline and all(w.poll() is None for w in workers), "no epoch checkpointed"
+            time.sleep(0.02)
+        workers[1].send_signal(signal.SIGKILL)
+        workers[1].wait(timeout=30)
+    finally:
+        _stop(workers)
+    killed_after = _checkpointed_epochs(out)
+    assert [w.returncode for w in workers] == [-signal.SIGKILL] * 2
+    assert 1 <= killed_after < 3 and not (out / "ft.json").exists()  # killed before the run's end
+    workers = _start_workers(setup, out, resume=True)
+    try:
+        output = [worker.communicate(timeout=RUN_TIMEOUT)[0] for worker in workers]
+    finally:
+        _stop(workers)
+    assert [w.returncode for w in workers] == [0, 0], output[0][-800:] + output[1][-800:]
+    assert f"resuming after epoch {killed_after} of 3" in output[0]
+    manifest = _manifest(out)
+    assert (manifest["fine_tuning"]["strategy"], manifest["fine_tuning"]["replicas"]) == ("multi-worker", 2)
+    assert [row["epoch"] for row in json.loads((out / "history.json").read_text())] == [1, 2, 3]
+    diff = max_weight_diff(stored_weights(out / "ft"), one_device)
+    print(f"2 workers, killed after epoch {killed_after} and resumed, vs one device: max abs weight diff {diff:.2e}")
+    assert diff <= TOLERANCE
