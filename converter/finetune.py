@@ -248,8 +248,9 @@ def run_finetune(job: FineTuneJob, progress=print) -> FineTuneResult:
     if first_epoch < job.epochs:
         dataset = strategy.distribute_datasets_from_function(
             lambda context: batches.dataset(context, first_epoch, job.epochs))
-        model.fit(dataset, epochs=job.epochs, initial_epoch=first_epoch, steps_per_epoch=batches.steps_per_epoch,
-                  callbacks=[recorder], shuffle=False, verbose=job.verbose)
+        with strategy.scope():
+            model.fit(dataset, epochs=job.epochs, initial_epoch=first_epoch, steps_per_epoch=batches.steps_per_epoch,
+                      callbacks=[recorder], shuffle=False, verbose=job.verbose)
     after = top1()
     progress(f"validation top-1 after {job.epochs} epochs: {after:.2%} (before: {before:.2%})")
     result = FineTuneResult(strategy_name(strategy), replicas, before, after, rows, model=model)

@@ -45,11 +45,12 @@ def make_strategy(name: str):
     """The `tf.distribute` strategy of `--strategy`.
 
     `one`: OneDeviceStrategy on the first GPU, else the CPU; `mirrored`: MirroredStrategy over every local
-    device; `multi-worker`: MultiWorkerMirroredStrategy from TF_CONFIG; `auto`: multi-worker when TF_CONFIG
-    names more than one worker, mirrored when there is more than one local device, else one.
+    device; `multi-worker` (MultiWorkerMirroredStrategy from TF_CONFIG) is refused, Keras 3's fit fails under
+    it; `auto`: that when TF_CONFIG names more than one worker, mirrored when there is more than one local
+    device, else one.
 
     Raises:
-        InputError: unknown name, or `multi-worker` without TF_CONFIG.
+        InputError: unknown name, or `multi-worker`.
     """
     import tensorflow as tf
 
@@ -59,9 +60,10 @@ def make_strategy(name: str):
     if name == "auto":
         name = "multi-worker" if workers > 1 else "mirrored" if len(local_devices()) > 1 else "one"
     if name == "multi-worker":
-        if not workers:
-            raise InputError("--strategy multi-worker needs TF_CONFIG (the cluster and this worker's task)")
-        return tf.distribute.MultiWorkerMirroredStrategy()
+        # Keras 3's fit fails under MultiWorkerMirroredStrategy (keras-team/keras#20585, measured with
+        # Keras 3.15 / TF 2.21: its first-batch build, then its metric reductions); a custom loop would be needed.
+        raise InputError("--strategy multi-worker: Keras 3's fit does not run under MultiWorkerMirroredStrategy "
+                         "(keras-team/keras#20585); use one machine (--strategy mirrored) for now")
     if name == "mirrored":
         return tf.distribute.MirroredStrategy(local_devices())
     return tf.distribute.OneDeviceStrategy(local_devices()[0])

@@ -1,4 +1,4 @@
-"""Fine-tuning on tf.distribute gives the weights of one device: mirrored over 2 logical CPUs, 2 workers, a kill.
+"""Fine-tuning on tf.distribute gives the weights of one device: mirrored over 2 logical CPUs, and after a kill.
 
 Each distributed run is `convert.py finetune` in its own process (tests/finetune_run.py: logical devices
 must be set before TensorFlow starts; no PyTorch, as the runtime install), on the same global batches as
@@ -14,7 +14,6 @@ BatchNorm, or a replica reading another batch, moves weights by ~1e-3 (see the f
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -83,34 +82,6 @@ def test_mirrored_over_two_logical_cpus_gives_the_one_device_weights(setup, one_
     assert diff <= TOLERANCE
 
 
-def _free_ports(count):
-    sockets = [socket.socket() for _ in range(count)]
-    for s in sockets:
-        s.bind(("127.0.0.1", 0))
-    ports = [s.getsockname()[1] for s in sockets]
-    for s in sockets:
-        s.close()
-    return ports
-
-
-def _start_workers(setup, out, resume):
-    """Two worker processes on loopback, each with its own TF_CONFIG; their output (a few lines) is piped."""
-    cluster = {"worker": [f"127.0.0.1:{port}" for port in _free_ports(2)]}
-    return [
-        subprocess.Popen(_command(setup, out, "multi-worker", resume=resume), cwd=REPO, stdout=subprocess.PIPE,
-                         stderr=subprocess.STDOUT, text=True,
-                         env=_environment({"cluster": cluster, "task": {"type": "worker", "index": i}}))
-        for i in range(2)
-    ]
-
-
-def _stop(workers):
-    for worker in workers:
-        if worker.poll() is None:
-            worker.kill()
-        worker.wait(timeout=30)
-
-
 def _checkpointed_epochs(out):
     try:
         return json.loads((out / "checkpoint.json").read_text())["epochs_done"]
@@ -119,33 +90,29 @@ def _checkpointed_epochs(out):
 
 
 @pytest.mark.slow
-def test_two_workers_killed_mid_epoch_then_resumed_give_the_one_device_weights(setup, one_device):
-    """Worker 1 is SIGKILLed once epoch 1 is checkpointed (the job then dies: a collective needs every
-    worker, so worker 0 is killed too, as a cluster manager would), then both restart with --resume."""
-    out = setup["root"] / "workers"
-    workers = _start_workers(setup, out, resume=False)
+def test_a_run_killed_mid_epoch_then_resumed_gives_the_uninterrupted_weights(setup, one_device):
+    """A mirrored run (2 logical CPUs) is SIGKILLed once epoch 1 is checkpointed, then rerun with --resume."""
+    out = setup["root"] / "killed"
+    run = subprocess.Popen(_command(setup, out, "mirrored", cpus=2), cwd=REPO, env=_environment(),
+                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         deadline = time.monotonic() + RUN_TIMEOUT
         while _checkpointed_epochs(out) < 1:
-            assert time.monotonic() < deadline and all(w.poll() is None for w in workers), "no epoch checkpointed"
+            assert time.monotonic() < deadline and run.poll() is None, "no epoch checkpointed"
             time.sleep(0.02)
-        workers[1].send_signal(signal.SIGKILL)
-        workers[1].wait(timeout=30)
+        run.send_signal(signal.SIGKILL)
     finally:
-        _stop(workers)
+        if run.poll() is None:
+            run.kill()
+        run.wait(timeout=30)
     killed_after = _checkpointed_epochs(out)
-    assert [w.returncode for w in workers] == [-signal.SIGKILL] * 2
+    assert run.returncode == -signal.SIGKILL
     assert 1 <= killed_after < 3 and not (out / "ft.json").exists()  # killed before the run's end
-    workers = _start_workers(setup, out, resume=True)
-    try:
-        output = [worker.communicate(timeout=RUN_TIMEOUT)[0] for worker in workers]
-    finally:
-        _stop(workers)
-    assert [w.returncode for w in workers] == [0, 0], output[0][-800:] + output[1][-800:]
-    assert f"resuming after epoch {killed_after} of 3" in output[0]
-    manifest = _manifest(out)
-    assert (manifest["fine_tuning"]["strategy"], manifest["fine_tuning"]["replicas"]) == ("multi-worker", 2)
+    resumed = subprocess.run(_command(setup, out, "mirrored", cpus=2, resume=True), env=_environment(), cwd=REPO,
+                             capture_output=True, text=True, timeout=RUN_TIMEOUT)
+    assert resumed.returncode == 0, resumed.stdout[-800:] + resumed.stderr[-800:]
+    assert f"resuming after epoch {killed_after} of 3" in resumed.stdout
     assert [row["epoch"] for row in json.loads((out / "history.json").read_text())] == [1, 2, 3]
     diff = max_weight_diff(stored_weights(out / "ft"), one_device)
-    print(f"2 workers, killed after epoch {killed_after} and resumed, vs one device: max abs weight diff {diff:.2e}")
+    print(f"mirrored, killed after epoch {killed_after} and resumed, vs one device: max abs weight diff {diff:.2e}")
     assert diff <= TOLERANCE
