@@ -12,6 +12,7 @@ import click
 from convert_cli.errors import BadInput, Commands, quiet_native_stderr, report_and_exit
 from convert_cli.evaluate import evaluate_command
 from convert_cli.export import export
+from convert_cli.finetune import finetune
 from convert_cli.inspect import inspect_command
 from convert_cli.plan import check_atol, parse_resolution, plan_conversion
 from convert_cli.predict import predict
@@ -115,5 +116,5 @@ def run(argv: list[str] | None = None) -> None:
             report_and_exit(error, stderr)
 
 
-for command in (predict, inspect_command, verify_command, export, evaluate_command):
+for command in (predict, inspect_command, verify_command, export, evaluate_command, finetune):
     main.add_command(command)

@@ -9,13 +9,16 @@ import numpy as np
 
 
 def library_versions() -> dict:
+    """The versions of the libraries in play; `torch` None in the runtime install (fine-tuning needs none)."""
+    import importlib.util
+
     import h5py
     import keras
     import tensorflow
-    import torch
 
+    torch = importlib.import_module("torch") if importlib.util.find_spec("torch") is not None else None
     return {
-        "python": platform.python_version(), "torch": torch.__version__,
+        "python": platform.python_version(), "torch": torch.__version__ if torch is not None else None,
         "tensorflow": tensorflow.__version__, "keras": keras.__version__,
         "numpy": np.__version__, "h5py": h5py.__version__,
     }

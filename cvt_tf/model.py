@@ -67,6 +67,9 @@ class CvT(keras.Model):
             ($CVT_TF_WEIGHTS, default ~/.cache/cvt_tf); see `cvt_tf.pretrained`.
         pretrained_resolution: 224 or 384, the resolution the official checkpoint was trained at.
         pretrained_version: "1k" or "22k", its pretraining data.
+        synchronized_batch_norm: the BatchNorms of the `dw_bn` projections compute batch statistics over
+            every replica of a `tf.distribute` strategy (Keras `synchronized=True`, TensorFlow backend), so
+            `fit` gives the same result however the global batch is split; the same weights either way.
 
     Under a mixed precision policy the LayerNorms, the attention softmax, the head and its activation
     run in float32, so the output is float32. `call` takes `options=` (`cvt_tf.InferenceOptions`):
@@ -77,7 +80,7 @@ class CvT(keras.Model):
     def __init__(
         self, configuration=None, spec=None, num_classes=1000, in_chans=3, input_shape=None,
         data_format="channels_last", classifier_activation=None, include_top=True, pretrained=False,
-        pretrained_resolution=224, pretrained_version="1k", name="cvt", **kwargs,
+        pretrained_resolution=224, pretrained_version="1k", synchronized_batch_norm=False, name="cvt", **kwargs,
     ):
         super().__init__(name=name, **kwargs)
         _check_arguments(data_format, num_classes, pretrained, configuration)
@@ -92,7 +95,9 @@ class CvT(keras.Model):
         self.data_format = data_format
         self.classifier_activation = classifier_activation
         self.include_top = include_top
-        self.stages = [Stage(**stage_arguments(stage), name=f"stage{stage.index}", dtype=self.dtype_policy)
+        self.synchronized_batch_norm = synchronized_batch_norm
+        self.stages = [Stage(**stage_arguments(stage, synchronized_batch_norm), name=f"stage{stage.index}",
+                             dtype=self.dtype_policy)
                        for stage in stage_specs(self.spec)]
         self.has_cls_token = self.spec["CLS_TOKEN"][-1]
         self.num_features = self.spec["DIM_EMBED"][-1]
@@ -184,6 +189,6 @@ class CvT(keras.Model):
             input_shape=self.model_input_shape, data_format=self.data_format,
             classifier_activation=keras.activations.serialize(self.activation)
             if self.classifier_activation is not None else None,
-            include_top=self.include_top,
+            include_top=self.include_top, synchronized_batch_norm=self.synchronized_batch_norm,
         )
         return config

@@ -30,23 +30,28 @@ class ConvAttention(ConfiguredLayer):
         attn_drop: dropout on the attention weights (ATTN_DROP_RATE).
         proj_drop: dropout after the output projection (DROP_RATE).
         init: dense kernel initializer of the SPEC INIT option, `trunc_norm` or `xavier`.
+        synchronized_batch_norm: the projections' BatchNorms use every replica's batch (`ConvProjection`).
     """
 
     def __init__(
         self, dim: int, num_heads: int, qkv_bias: bool, method: str, kernel_size: int, stride_kv: int,
         stride_q: int, padding_kv: int, padding_q: int, with_cls_token: bool, attn_drop: float = 0.0,
-        proj_drop: float = 0.0, init: str = "trunc_norm", **kwargs,
+        proj_drop: float = 0.0, init: str = "trunc_norm", synchronized_batch_norm: bool = False, **kwargs,
     ):
         super().__init__(**kwargs)
         self.keep(dim=dim, num_heads=num_heads, qkv_bias=qkv_bias, method=method, kernel_size=kernel_size,
                   stride_kv=stride_kv, stride_q=stride_q, padding_kv=padding_kv, padding_q=padding_q,
-                  with_cls_token=with_cls_token, attn_drop=attn_drop, proj_drop=proj_drop, init=init)
+                  with_cls_token=with_cls_token, attn_drop=attn_drop, proj_drop=proj_drop, init=init,
+                  synchronized_batch_norm=synchronized_batch_norm)
         self.scale = dim**-0.5
         policy = {"dtype": self.dtype_policy}
+        projection = {"synchronized_batch_norm": synchronized_batch_norm, **policy}
         self.conv_proj_q = ConvProjection(query_method(method), kernel_size, stride_q, padding_q, name="conv_proj_q",
-                                          **policy)
-        self.conv_proj_k = ConvProjection(method, kernel_size, stride_kv, padding_kv, name="conv_proj_k", **policy)
-        self.conv_proj_v = ConvProjection(method, kernel_size, stride_kv, padding_kv, name="conv_proj_v", **policy)
+                                          **projection)
+        self.conv_proj_k = ConvProjection(method, kernel_size, stride_kv, padding_kv, name="conv_proj_k",
+                                          **projection)
+        self.conv_proj_v = ConvProjection(method, kernel_size, stride_kv, padding_kv, name="conv_proj_v",
+                                          **projection)
         dense = {"kernel_initializer": linear_initializer(init), **policy}
         self.proj_q = layers.Dense(dim, use_bias=qkv_bias, name="proj_q", **dense)
         self.proj_k = layers.Dense(dim, use_bias=qkv_bias, name="proj_k", **dense)

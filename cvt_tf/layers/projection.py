@@ -63,11 +63,15 @@ class ConvProjection(ConfiguredLayer):
         kernel_size: conv or pooling window (KERNEL_QKV).
         stride: STRIDE_Q or STRIDE_KV.
         padding: PADDING_Q or PADDING_KV.
+        synchronized_batch_norm: `dw_bn`'s BatchNorm computes batch statistics over every replica of a
+            `tf.distribute` strategy (Keras `synchronized=True`), so training does not depend on the split.
     """
 
-    def __init__(self, method: str, kernel_size: int, stride: int, padding: int, **kwargs):
+    def __init__(self, method: str, kernel_size: int, stride: int, padding: int,
+                 synchronized_batch_norm: bool = False, **kwargs):
         super().__init__(**kwargs)
-        self.keep(method=method, kernel_size=kernel_size, stride=stride, padding=padding)
+        self.keep(method=method, kernel_size=kernel_size, stride=stride, padding=padding,
+                  synchronized_batch_norm=synchronized_batch_norm)
         policy = {"dtype": self.dtype_policy}
         if method == "dw_bn":
             self.pad = layers.ZeroPadding2D(padding, name="pad", **policy)
@@ -76,7 +80,8 @@ class ConvProjection(ConfiguredLayer):
                 depthwise_initializer=torch_conv_initializer(), name="conv", **policy,
             )
             self.bn = layers.BatchNormalization(
-                epsilon=BATCH_NORM_EPSILON, momentum=BATCH_NORM_MOMENTUM, name="bn", **policy
+                epsilon=BATCH_NORM_EPSILON, momentum=BATCH_NORM_MOMENTUM, synchronized=synchronized_batch_norm,
+                name="bn", **policy,
             )
         elif method == "avg":
             self.avg = TorchAvgPool2D(kernel_size, stride, padding, name="avg", **policy)

@@ -14,8 +14,8 @@ from cvt_tf.layers.embedding import ConvEmbedding
 from cvt_tf.layers.options import WHOLE, InferenceOptions
 
 
-def stage_arguments(stage: StageSpec) -> dict:
-    """The keyword arguments of `Stage` for one stage of a SPEC."""
+def stage_arguments(stage: StageSpec, synchronized_batch_norm: bool = False) -> dict:
+    """The keyword arguments of `Stage` for one stage of a SPEC; its BatchNorms synchronized across replicas or not."""
     return {
         "dim": stage.dim,
         "depth": stage.depth,
@@ -37,6 +37,7 @@ def stage_arguments(stage: StageSpec) -> dict:
             "padding_kv": stage.padding_kv,
             "padding_q": stage.padding_q,
             "attn_drop": stage.attn_drop_rate,
+            "synchronized_batch_norm": synchronized_batch_norm,
         },
     }
 
