@@ -52,5 +52,5 @@ def warn_on_default_threads() -> None:
         f"cvt_tf: this CvT graph runs on TensorFlow's default CPU threads; {SET_THREADS_CALL} right "
         "after importing cvt_tf, before TensorFlow runs an op, makes model.predict, tf.function and "
         "SavedModel calls of it faster on CPU (README, 'Speed')",
-        ThreadingWarning,
+        ThreadingWarning, stacklevel=1,  # one place: shown once per process, whoever traces
     )
