@@ -20,6 +20,13 @@ HABIT_FUNCTION = "habit-function"
 HABIT_PREDICT = "habit-predict"
 HABIT_SAVEDMODEL = "habit-savedmodel"
 HABITS = (HABIT_FUNCTION, HABIT_PREDICT, HABIT_SAVEDMODEL)
+HABIT_CALLS = {
+    HABIT_FUNCTION: "tf.function(lambda x: model(x, training=False))",
+    HABIT_PREDICT: "model.predict(x)",
+    HABIT_SAVEDMODEL: "model.export() then tf.saved_model.load(...).serve(x)",
+}
+# The same three after the call the README's first example makes, cvt_tf.set_cpu_threads(cores).
+ADVISED = {f"advised-{habit.removeprefix('habit-')}": habit for habit in HABITS}
 KERAS_JAX = "keras-jax"
 KERAS_TORCH = "keras-torch"
 # The runtimes a user could pick instead, on exports of the official PyTorch model (official_ref).
@@ -27,7 +34,7 @@ ONNXRUNTIME = "onnxruntime"
 OPENVINO = "openvino"
 LITERT_TORCH = "litert-torch"
 PEERS = (ONNXRUNTIME, OPENVINO, LITERT_TORCH)
-SYSTEMS = (TORCH, EAGER, GRAPH, LIVE, XLA, TFLITE, *HABITS, KERAS_JAX, KERAS_TORCH, *PEERS)
+SYSTEMS = (TORCH, EAGER, GRAPH, LIVE, XLA, TFLITE, *HABITS, *ADVISED, KERAS_JAX, KERAS_TORCH, *PEERS)
 # Ours: every system that runs the converted artifact (the others are the baseline and the peers).
 OURS = tuple(s for s in SYSTEMS if s != TORCH and s not in PEERS)
 # The other Keras backends, each in a worker with KERAS_BACKEND set.
@@ -39,9 +46,8 @@ SYSTEM_LABELS = {
     LIVE: "tf.function over the live variables (model.predict, SavedModel export)",
     XLA: "tf.function(jit_compile=True)",
     TFLITE: "our TFLite export (frozen inference_function), LiteRT interpreter, XNNPack",
-    HABIT_FUNCTION: "by habit: tf.function(lambda x: model(x, training=False)), TF default threads",
-    HABIT_PREDICT: "by habit: model.predict(x), TF default threads",
-    HABIT_SAVEDMODEL: "by habit: model.export() then tf.saved_model.load(...).serve(x), TF default threads",
+    **{habit: f"by habit: {call}, TF default threads" for habit, call in HABIT_CALLS.items()},
+    **{advised: f"{HABIT_CALLS[habit]} after cvt_tf.set_cpu_threads(cores)" for advised, habit in ADVISED.items()},
     KERAS_JAX: "model.predict under KERAS_BACKEND=jax",
     KERAS_TORCH: "model.predict under KERAS_BACKEND=torch",
     ONNXRUNTIME: "peer: ONNX Runtime (CPU provider) on torch.onnx.export of official_ref",

@@ -12,7 +12,7 @@ from bench.configs import LITERT_TORCH, ONNXRUNTIME, OPENVINO, TFLITE, export_fi
 from bench.timing import read_job, time_batches
 
 
-def onnxruntime_session(path: str, threads: int) -> tuple[Callable, dict]:
+def onnxruntime_session(path: str, threads: int, batch: int) -> tuple[Callable, dict]:
     import onnxruntime
 
     options = onnxruntime.SessionOptions()
@@ -24,7 +24,7 @@ def onnxruntime_session(path: str, threads: int) -> tuple[Callable, dict]:
     return lambda x: session.run(None, {"images": x})[0], settings
 
 
-def openvino_model(path: str, threads: int) -> tuple[Callable, dict]:
+def openvino_model(path: str, threads: int, batch: int) -> tuple[Callable, dict]:
     """f32 forced: on a CPU with AMX, OpenVINO would otherwise compute in bf16. Settings read back."""
     import openvino
 
@@ -38,10 +38,14 @@ def openvino_model(path: str, threads: int) -> tuple[Callable, dict]:
     return lambda x: request.infer({0: x})[0].copy(), settings
 
 
-def litert_interpreter(path: str, threads: int) -> tuple[Callable, dict]:
+def litert_interpreter(path: str, threads: int, batch: int) -> tuple[Callable, dict]:
+    """Our export has an open batch (resized here); litert-torch's is fixed at `batch`."""
     from ai_edge_litert.interpreter import Interpreter
 
     interpreter = Interpreter(model_path=path, num_threads=threads)
+    source, = interpreter.get_input_details()
+    if source["shape"][0] != batch:
+        interpreter.resize_tensor_input(source["index"], [batch, *source["shape"][1:]])
     interpreter.allocate_tensors()
     source, = interpreter.get_input_details()
     target, = interpreter.get_output_details()
@@ -64,7 +68,7 @@ def time_runtime(job: dict) -> None:
     settings = {}
 
     def make_run(batch, inputs):
-        run, settings[batch] = runtime(export_file(job["workdir"], job["group"], system, batch), job["threads"])
+        run, settings[batch] = runtime(export_file(job["workdir"], job["group"], system, batch), job["threads"], batch)
         x = np.ascontiguousarray(np.transpose(inputs, (0, 2, 3, 1)) if system == TFLITE else inputs)
         return lambda: run(x)
 

@@ -12,14 +12,15 @@ import numpy as np
 import tensorflow as tf
 
 import cvt_tf
-from bench.configs import EAGER, GRAPH, HABIT_FUNCTION, HABIT_PREDICT, HABITS, LIVE, TFLITE, XLA, export_file
+from bench.configs import ADVISED, EAGER, GRAPH, HABIT_FUNCTION, HABIT_PREDICT, HABITS, LIVE, TFLITE, XLA, export_file
 from bench.timing import read_job, time_batches, write_result
 from cvt_tf.model import GRAPH_OPTIONS
+from cvt_tf.tf_formats import tflite_flatbuffer
 
 MATMUL_SIZE = 2048
 MATMUL_CALLS = 10
 # Run in streams on one intra-op thread each; XLA's compiled CPU code parallelises inside its own ops.
-STREAM_SYSTEMS = (GRAPH, LIVE)
+STREAM_SYSTEMS = (GRAPH, LIVE, *ADVISED)
 
 
 def set_threads(job: dict) -> dict:
@@ -45,7 +46,7 @@ def set_threads(job: dict) -> dict:
 
 
 def stream_count(job: dict) -> int:
-    if job.get("system") in HABITS:
+    if job.get("system") in HABITS or job.get("system") in ADVISED:
         return GRAPH_OPTIONS.streams
     return job["threads"] if job.get("system") in STREAM_SYSTEMS else 1
 
@@ -74,12 +75,14 @@ def make_keras_run(job: dict, model) -> Callable:
 def make_habit_run(job: dict, model) -> Callable:
     """What a Keras user writes without reading our docs: tf.function, model.predict, a SavedModel."""
 
+    habit = ADVISED.get(job["system"], job["system"])
+
     def make_run(batch, inputs):
         x = np.ascontiguousarray(np.transpose(inputs, (0, 2, 3, 1)))
-        if job["system"] == HABIT_FUNCTION:
+        if habit == HABIT_FUNCTION:
             function = tf.function(lambda images: model(images, training=False))
             return lambda: function(tf.constant(x)).numpy()
-        if job["system"] == HABIT_PREDICT:
+        if habit == HABIT_PREDICT:
             return lambda: model.predict(x, batch_size=batch, verbose=0)
         path = os.path.join(job["workdir"], f"{job['group']}-pid{os.getpid()}.saved_model")
         model.export(path, verbose=False)
@@ -92,25 +95,21 @@ def make_habit_run(job: dict, model) -> Callable:
 def time_tf(job: dict) -> None:
     threads = set_threads(job)
     model = cvt_tf.load_artifact(job["artifact"])
-    make_run = make_habit_run if job["system"] in HABITS else make_keras_run
+    habit = job["system"] in HABITS or job["system"] in ADVISED
+    make_run = make_habit_run if habit else make_keras_run
     time_batches(job, make_run(job, model), threads)
 
 
 def convert_tflite(job: dict) -> None:
-    """Converts the default inference path of each batch size to a TFLite flatbuffer."""
+    """Writes our TFLite export of each batch size: what `convert.py export --format tflite` writes."""
     set_threads(job)
     model = cvt_tf.load_artifact(job["artifact"])
     seconds, sizes = {}, {}
     for batch in job["batches"]:
         started = time.perf_counter()
-        # Frozen: given live variables, TF 2.21 keeps them as TFLite resource variables that
-        # nothing initializes, and the interpreter returns NaN.
-        # One stream: the interpreter runs one op at a time, with XNNPack's threads inside each op.
-        function = cvt_tf.inference_function(model, image_shape(job, batch), freeze=True, streams=1)
-        converter = tf.lite.TFLiteConverter.from_concrete_functions([function.get_concrete_function()])
         path = export_file(job["workdir"], job["group"], TFLITE, batch)
-        with open(path, "wb") as handle:
-            handle.write(converter.convert())
+        with open(path, "wb") as handle:  # open batch: the interpreter is resized to `batch`
+            handle.write(tflite_flatbuffer(model, job["resolution"], job["resolution"]))
         seconds[batch], sizes[batch] = time.perf_counter() - started, os.path.getsize(path)
     write_result(job, {"convert_s": seconds, "bytes": sizes})
 

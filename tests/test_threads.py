@@ -5,7 +5,7 @@ import subprocess
 import sys
 
 import cvt_tf
-from converter.tf_formats import tflite_flatbuffer
+from cvt_tf.tf_formats import tflite_flatbuffer
 from tests.conftest import REPO, TINY_SPEC
 
 TRACE_THREE_WAYS = """
