@@ -15,9 +15,28 @@ GRAPH = "tf-function"
 LIVE = "tf-live"
 XLA = "tf-xla"
 TFLITE = "tflite"
+# What a Keras user writes by habit, with TensorFlow's own threading (no call of ours).
+HABIT_FUNCTION = "habit-function"
+HABIT_PREDICT = "habit-predict"
+HABIT_SAVEDMODEL = "habit-savedmodel"
+HABITS = (HABIT_FUNCTION, HABIT_PREDICT, HABIT_SAVEDMODEL)
+HABIT_CALLS = {
+    HABIT_FUNCTION: "tf.function(lambda x: model(x, training=False))",
+    HABIT_PREDICT: "model.predict(x)",
+    HABIT_SAVEDMODEL: "model.export() then tf.saved_model.load(...).serve(x)",
+}
+# The same three after the call the README's first example makes, cvt_tf.set_cpu_threads(cores).
+ADVISED = {f"advised-{habit.removeprefix('habit-')}": habit for habit in HABITS}
 KERAS_JAX = "keras-jax"
 KERAS_TORCH = "keras-torch"
-SYSTEMS = (TORCH, EAGER, GRAPH, LIVE, XLA, TFLITE, KERAS_JAX, KERAS_TORCH)
+# The runtimes a user could pick instead, on exports of the official PyTorch model (official_ref).
+ONNXRUNTIME = "onnxruntime"
+OPENVINO = "openvino"
+LITERT_TORCH = "litert-torch"
+PEERS = (ONNXRUNTIME, OPENVINO, LITERT_TORCH)
+SYSTEMS = (TORCH, EAGER, GRAPH, LIVE, XLA, TFLITE, *HABITS, *ADVISED, KERAS_JAX, KERAS_TORCH, *PEERS)
+# Ours: every system that runs the converted artifact (the others are the baseline and the peers).
+OURS = tuple(s for s in SYSTEMS if s != TORCH and s not in PEERS)
 # The other Keras backends, each in a worker with KERAS_BACKEND set.
 KERAS_BACKENDS = {KERAS_JAX: "jax", KERAS_TORCH: "torch"}
 SYSTEM_LABELS = {
@@ -26,15 +45,33 @@ SYSTEM_LABELS = {
     GRAPH: "default inference path: cvt_tf.inference_function (tf.function, fixed signature, frozen folds)",
     LIVE: "tf.function over the live variables (model.predict, SavedModel export)",
     XLA: "tf.function(jit_compile=True)",
-    TFLITE: "TFLite, XNNPack",
+    TFLITE: "our TFLite export (frozen inference_function), LiteRT interpreter, XNNPack",
+    **{habit: f"by habit: {call}, TF default threads" for habit, call in HABIT_CALLS.items()},
+    **{advised: f"{HABIT_CALLS[habit]} after cvt_tf.set_cpu_threads(cores)" for advised, habit in ADVISED.items()},
     KERAS_JAX: "model.predict under KERAS_BACKEND=jax",
     KERAS_TORCH: "model.predict under KERAS_BACKEND=torch",
+    ONNXRUNTIME: "peer: ONNX Runtime (CPU provider) on torch.onnx.export of official_ref",
+    OPENVINO: "peer: OpenVINO (f32 forced) on the same ONNX file",
+    LITERT_TORCH: "peer: litert-torch .tflite of official_ref, LiteRT interpreter, XNNPack",
 }
+# Systems timed in the LiteRT interpreter (ai_edge_litert), in the runtimes worker with the peers.
+LITERT_SYSTEMS = (TFLITE, LITERT_TORCH)
+
+
+def export_file(workdir: str, group: str, system: str, batch: int) -> str:
+    """Where the bench writes the file `system` runs for one config: a .tflite, or the shared ONNX file."""
+    if system in (ONNXRUNTIME, OPENVINO):
+        return f"{workdir}/{group}-b{batch}.onnx"
+    return f"{workdir}/{group}-{system}-b{batch}.tflite"
 
 
 def worker_of(system: str) -> str:
     """The bench worker module (bench.worker_<name>) that times `system`."""
-    return "torch" if system == TORCH else "keras" if system in KERAS_BACKENDS else "tf"
+    if system == TORCH:
+        return "torch"
+    if system in KERAS_BACKENDS:
+        return "keras"
+    return "runtimes" if system in PEERS or system in LITERT_SYSTEMS else "tf"
 
 
 @dataclass(frozen=True)

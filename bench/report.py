@@ -5,7 +5,9 @@ Numpy only; matplotlib is imported for the chart alone.
 
 import numpy as np
 
-from bench.configs import SYSTEMS, TORCH, gflop_per_image
+from bench.configs import PEERS, SYSTEMS, TORCH, gflop_per_image
+
+SYSTEM_WIDTH = max(len(system) for system in SYSTEMS) + 2
 
 
 def summarize(times_by_round: list) -> dict:
@@ -22,8 +24,15 @@ def max_abs_diff(path: str | None, reference_path: str | None) -> float | None:
     return float(np.max(np.abs(np.load(path).astype(np.float64) - np.load(reference_path))))
 
 
+def fastest_peer(entries: dict) -> str | None:
+    """The peer runtime with the lowest median time among those measured, or None."""
+    peers = [system for system in PEERS if system in entries]
+    return min(peers, key=lambda system: entries[system]["median_s"]) if peers else None
+
+
 def rows(group, batch: int, results: dict, peak_gflops: float | None) -> list[dict]:
-    """One row per system for a config: img/s, ratio vs PyTorch, first call, diff, GFLOP/s, % of peak."""
+    """One row per system for a config: img/s, ratio vs PyTorch and vs the fastest peer, first call, diff,
+    GFLOP/s, % of peak."""
     entries = {}
     for system, per_round in results.items():
         batches = [next(b for b in r["batches"] if b["batch"] == batch) for r in per_round]
@@ -35,6 +44,7 @@ def rows(group, batch: int, results: dict, peak_gflops: float | None) -> list[di
             "loadavg": [b["loadavg"] for b in batches],
         }
     torch_entry = entries.get(TORCH)
+    peer = fastest_peer(entries)
     gflop = gflop_per_image(group.variant, group.resolution) * batch
     out = []
     for system in SYSTEMS:
@@ -52,6 +62,9 @@ def rows(group, batch: int, results: dict, peak_gflops: float | None) -> list[di
             rounds = zip(torch_entry["round_medians_s"], entry["round_medians_s"], strict=True)
             row["paired_ratios"] = [t / s for t, s in rounds]
             row["max_abs_diff_vs_pytorch"] = max_abs_diff(entry["logits"], torch_entry["logits"])
+        if peer is not None:
+            row["fastest_peer"] = peer
+            row["ratio_vs_fastest_peer"] = entries[peer]["median_s"] / entry["median_s"]
         out.append(row)
     return out
 
@@ -61,48 +74,68 @@ def _fmt(value, spec):
 
 
 def table(result_rows: list[dict], skipped: dict) -> str:
-    header = (f"{'config':<16}{'system':<13}{'img/s':>9}{'ms/call':>10}{'spread%':>9}{'vs torch':>9}"
+    header = (f"{'config':<16}{'system':<{SYSTEM_WIDTH}}{'img/s':>9}{'ms/call':>10}{'spread%':>9}{'vs torch':>9}"
+              f"{'vs peer':>8}"
               f"{'1st call s':>11}{'max|diff|':>11}{'GFLOP/s':>9}{'%peak':>7}{'cpu ratio':>10}")
     lines = [header, "-" * len(header)]
     for row in result_rows:
         lines.append(
-            f"{row['config']:<16}{row['system']:<13}{row['images_per_s']:>9.2f}{1e3 * row['median_s']:>10.1f}"
-            f"{row['spread_pct']:>9.1f}{_fmt(row.get('ratio_vs_pytorch'), '.2f'):>9}"
+            f"{row['config']:<16}{row['system']:<{SYSTEM_WIDTH}}{row['images_per_s']:>9.2f}"
+            f"{1e3 * row['median_s']:>10.1f}{row['spread_pct']:>9.1f}{_fmt(row.get('ratio_vs_pytorch'), '.2f'):>9}"
+            f"{_fmt(row.get('ratio_vs_fastest_peer'), '.2f'):>8}"
             f"{row['first_call_s']:>11.2f}{_fmt(row.get('max_abs_diff_vs_pytorch'), '.1e'):>11}"
             f"{row['gflops']:>9.1f}{_fmt(row['pct_of_peak'], '.1f'):>7}"
             f"{_fmt(row.get('cpu_ratio_vs_pytorch'), '.2f'):>10}"
         )
     for (config, system), reason in skipped.items():
-        lines.append(f"{config:<16}{system:<13}skipped: {reason}")
+        lines.append(f"{config:<16}{system:<{SYSTEM_WIDTH}}skipped: {reason}")
+    peers = sorted({row["fastest_peer"] for row in result_rows if "fastest_peer" in row})
+    if peers:
+        lines.append(f"vs peer: ratio to the fastest peer runtime of each config ({', '.join(peers)})")
     return "\n".join(lines)
 
 
+def _colour(system: str, peer: str | None) -> str:
+    if system == TORCH:
+        return "#c44e52"
+    if system == peer:
+        return "#55a868"
+    return "#8c8c8c" if system in PEERS else "#4c72b0"
+
+
 def chart(result_rows: list[dict], path) -> None:
-    """Images/s per config and system, one panel per config, PyTorch's level dashed."""
+    """Images/s per config and system, one panel per config: PyTorch red (dashed level), peers grey,
+    the fastest peer green (dotted level), ours blue."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.patches import Patch
 
     configs = list(dict.fromkeys(row["config"] for row in result_rows))
-    figure, axes = plt.subplots(1, len(configs), figsize=(3.2 * len(configs), 3.6), squeeze=False)
+    figure, axes = plt.subplots(1, len(configs), figsize=(3.8 * len(configs), 4.2), squeeze=False)
     for axis, config in zip(axes[0], configs, strict=True):
         config_rows = [row for row in result_rows if row["config"] == config]
+        peer = next((row["fastest_peer"] for row in config_rows if "fastest_peer" in row), None)
         names = [row["system"] for row in config_rows]
         speeds = [row["images_per_s"] for row in config_rows]
-        colours = ["#c44e52" if name == TORCH else "#4c72b0" for name in names]
-        axis.bar(range(len(names)), speeds, color=colours)
+        axis.bar(range(len(names)), speeds, color=[_colour(name, peer) for name in names])
         for row in config_rows:
             if row["system"] == TORCH:
                 axis.axhline(row["images_per_s"], color="#c44e52", linestyle="--", linewidth=1)
+            if row["system"] == peer:
+                axis.axhline(row["images_per_s"], color="#55a868", linestyle=":", linewidth=1)
         for x, row in enumerate(config_rows):
             if row.get("ratio_vs_pytorch") is not None:
                 axis.annotate(f"{row['ratio_vs_pytorch']:.2f}x", (x, row["images_per_s"]), ha="center",
-                              va="bottom", fontsize=7)
-        axis.set_xticks(range(len(names)), names, rotation=45, ha="right", fontsize=7)
+                              va="bottom", fontsize=6)
+        axis.set_xticks(range(len(names)), names, rotation=60, ha="right", fontsize=7)
         axis.set_title(config, fontsize=9)
         axis.set_ylabel("images / s", fontsize=8)
-    figure.suptitle("CvT inference, images/s (red: PyTorch baseline; labels: ratio vs PyTorch)", fontsize=9)
-    figure.tight_layout()
+    legend = [Patch(color=_colour(TORCH, None), label="PyTorch eager"), Patch(color="#4c72b0", label="ours"),
+              Patch(color="#8c8c8c", label="peer runtime"), Patch(color="#55a868", label="fastest peer")]
+    figure.legend(handles=legend, loc="upper right", fontsize=7, ncol=4)
+    figure.suptitle("CvT inference, images/s (labels: ratio vs PyTorch)", fontsize=9, x=0.3)
+    figure.tight_layout(rect=(0, 0, 1, 0.94))
     figure.savefig(path, dpi=120)
     plt.close(figure)

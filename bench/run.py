@@ -1,7 +1,8 @@
-"""`make bench`: official PyTorch CvT vs the cvt_tf inference paths, each in its own process.
+"""`make bench`: official PyTorch CvT vs the cvt_tf inference paths and the peer runtimes, each in its own process.
 
 Per model: write a synthetic official checkpoint, convert it (timed, peak RSS), convert to TFLite,
-measure the fp32 matmul peak, then alternate the systems' processes for several rounds.
+export the official model for the peers (ONNX, litert-torch), measure the fp32 matmul peak, then
+alternate the systems' processes for several rounds.
 """
 
 import argparse
@@ -15,7 +16,7 @@ import time
 from pathlib import Path
 
 from bench import report
-from bench.configs import FULL, KERAS_BACKENDS, QUICK, SYSTEM_LABELS, SYSTEMS, TFLITE, worker_of
+from bench.configs import FULL, KERAS_BACKENDS, LITERT_TORCH, PEERS, QUICK, SYSTEM_LABELS, SYSTEMS, TFLITE, worker_of
 
 REPO = Path(__file__).resolve().parents[1]
 WORKER_TIMEOUT_S = 1800
@@ -104,6 +105,11 @@ class Bench:
             conversion["tflite"] = {"exit_code": code, "seconds": seconds, "peak_rss_mb": rss,
                                     **({"convert_s": result["convert_s"], "bytes": result["bytes"]} if result else {})}
             print(f"  TFLite {group.name}: {seconds:.1f} s, peak RSS {rss:.0f} MB (exit {code})")
+        if any(system in self.args.systems for system in PEERS):
+            result, code, seconds, rss = self.worker("torch", {**base, "task": "peers"})
+            conversion["peers"] = {"exit_code": code, "seconds": seconds, "peak_rss_mb": rss,
+                                   **({"export_s": result["export_s"]} if result else {})}
+            print(f"  ONNX + litert-torch exports {group.name}: {seconds:.1f} s, peak RSS {rss:.0f} MB (exit {code})")
         return base, conversion
 
     def run_group(self, group) -> tuple[list, dict]:
@@ -121,14 +127,14 @@ class Bench:
                         f"b{b['batch']} {1e3 * sorted(b['times_s'])[len(b['times_s']) // 2]:.1f} ms"
                         for b in result["batches"]
                     )
-                    print(f"  round {round_index} {system:<12} {medians}  load {os.getloadavg()[0]:.1f}")
+                    print(f"  round {round_index} {system:<17} {medians}  load {os.getloadavg()[0]:.1f}")
         failed = sorted(s for s, r in results.items() if len(r) < self.args.rounds)
         results = {s: r for s, r in results.items() if s not in failed}
         peak_gflops = peak["gflops"] if peak else None
         rows = [row for batch in group.batches for row in report.rows(group, batch, results, peak_gflops)]
         threads = {s: r[0]["threads"] for s, r in results.items()}
-        xnnpack = results[TFLITE][0]["xnnpack_in_log"] if TFLITE in results else None
-        return rows, {"conversion": conversion, "matmul_peak": peak, "threads": threads, "tflite_xnnpack": xnnpack,
+        xnnpack = {s: results[s][0]["xnnpack_in_log"] for s in (TFLITE, LITERT_TORCH) if s in results}
+        return rows, {"conversion": conversion, "matmul_peak": peak, "threads": threads, "xnnpack_in_log": xnnpack,
                       "failed": failed}
 
 
@@ -162,7 +168,8 @@ def main(argv: list[str] | None = None) -> None:
     print(f"bench: {len(args.group_list)} models, systems {args.systems}, {args.rounds} rounds x {args.calls} "
           f"calls, {args.threads} threads per system (torch.set_num_threads; tf-function and tf-live intra-op 1 / "
           f"inter-op {args.threads} with {args.threads} streams; eager and XLA intra-op {args.threads} / inter-op "
-          f"{args.threads}; TFLite num_threads {args.threads}); load {info['loadavg_start']}")
+          f"{args.threads}; habit paths TensorFlow's defaults; LiteRT num_threads {args.threads}; ONNX Runtime "
+          f"intra-op {args.threads}; OpenVINO {args.threads} threads, f32); load {info['loadavg_start']}")
     all_rows, groups, skipped = [], {}, {}
     with tempfile.TemporaryDirectory(prefix="cvt-bench-") as workdir:
         bench = Bench(args, workdir)

@@ -1,6 +1,7 @@
-"""Bench worker for the TensorFlow systems: eager Keras, tf.function, XLA and TFLite (XNNPack).
+"""Bench worker for the TensorFlow systems: eager Keras, tf.function, XLA and the habit paths.
 
-Also converts the Keras model to TFLite and measures the fp32 matmul peak. Never imports PyTorch.
+Also converts the Keras model to TFLite (timed in the LiteRT interpreter by bench.worker_runtimes)
+and measures the fp32 matmul peak. Never imports PyTorch.
 """
 
 import os
@@ -11,27 +12,29 @@ import numpy as np
 import tensorflow as tf
 
 import cvt_tf
-from bench.configs import EAGER, GRAPH, LIVE, TFLITE, XLA
+from bench.configs import ADVISED, EAGER, GRAPH, HABIT_FUNCTION, HABIT_PREDICT, HABITS, LIVE, TFLITE, XLA, export_file
 from bench.timing import read_job, time_batches, write_result
+from cvt_tf.model import GRAPH_OPTIONS
+from cvt_tf.tf_formats import tflite_flatbuffer
 
 MATMUL_SIZE = 2048
 MATMUL_CALLS = 10
 # Run in streams on one intra-op thread each; XLA's compiled CPU code parallelises inside its own ops.
-STREAM_SYSTEMS = (GRAPH, LIVE)
+STREAM_SYSTEMS = (GRAPH, LIVE, *ADVISED)
 
 
 def set_threads(job: dict) -> dict:
     """The TF threads of the system `job` times, on `job["threads"]` cores.
 
     tf-function and tf-live run `cvt_tf.set_cpu_threads`: one intra-op thread per op and independent
-    streams on `threads` inter-op threads (cvt-13 @ 224 batch 1: 56 ms, against 73 ms with intra-op
-    2 / inter-op 2 and one stream; 2 cores, measured). Eager Keras and XLA keep TF's default for the core
-    count, `threads` of each, and one stream: eager runs one op at a time, XLA parallelises inside its ops.
+    streams on `threads` inter-op threads. Eager Keras and XLA get `threads` of each and one stream:
+    eager runs one op at a time, XLA parallelises inside its ops. The habit paths keep TensorFlow's own
+    defaults (0: one pool per core count) and the model's own streams in graphs: no call of ours.
     """
     threads = job["threads"]
     if job.get("system") in STREAM_SYSTEMS:
         cvt_tf.set_cpu_threads(threads)
-    else:
+    elif job.get("system") not in HABITS:
         tf.config.threading.set_intra_op_parallelism_threads(threads)
         tf.config.threading.set_inter_op_parallelism_threads(threads)
     return {
@@ -43,15 +46,13 @@ def set_threads(job: dict) -> dict:
 
 
 def stream_count(job: dict) -> int:
+    if job.get("system") in HABITS or job.get("system") in ADVISED:
+        return GRAPH_OPTIONS.streams
     return job["threads"] if job.get("system") in STREAM_SYSTEMS else 1
 
 
 def image_shape(job: dict, batch: int) -> tuple:
     return (batch, job["resolution"], job["resolution"], 3)
-
-
-def tflite_path(job: dict, batch: int) -> str:
-    return os.path.join(job["workdir"], f"{job['group']}-b{batch}.tflite")
 
 
 def make_keras_run(job: dict, model) -> Callable:
@@ -71,51 +72,46 @@ def make_keras_run(job: dict, model) -> Callable:
     return make_run
 
 
-def make_tflite_run(job: dict) -> Callable:
+def make_habit_run(job: dict, model) -> Callable:
+    """What a Keras user writes without reading our docs: tf.function, model.predict, a SavedModel."""
+
+    habit = ADVISED.get(job["system"], job["system"])
+
     def make_run(batch, inputs):
-        interpreter = tf.lite.Interpreter(model_path=tflite_path(job, batch), num_threads=job["threads"])
-        interpreter.allocate_tensors()
-        source, = interpreter.get_input_details()
-        target, = interpreter.get_output_details()
         x = np.ascontiguousarray(np.transpose(inputs, (0, 2, 3, 1)))
-
-        def run():
-            interpreter.set_tensor(source["index"], x)
-            interpreter.invoke()
-            return interpreter.get_tensor(target["index"])
-
-        return run
+        if habit == HABIT_FUNCTION:
+            function = tf.function(lambda images: model(images, training=False))
+            return lambda: function(tf.constant(x)).numpy()
+        if habit == HABIT_PREDICT:
+            return lambda: model.predict(x, batch_size=batch, verbose=0)
+        path = os.path.join(job["workdir"], f"{job['group']}-pid{os.getpid()}.saved_model")
+        model.export(path, verbose=False)
+        loaded = tf.saved_model.load(path)  # held: the function's variables live as long as this object
+        return lambda: loaded.serve(tf.constant(x)).numpy()
 
     return make_run
 
 
 def time_tf(job: dict) -> None:
     threads = set_threads(job)
-    if job["system"] == TFLITE:
-        threads["tflite.num_threads"] = job["threads"]
-        time_batches(job, make_tflite_run(job), threads)
-        return
     model = cvt_tf.load_artifact(job["artifact"])
-    time_batches(job, make_keras_run(job, model), threads)
+    habit = job["system"] in HABITS or job["system"] in ADVISED
+    make_run = make_habit_run if habit else make_keras_run
+    time_batches(job, make_run(job, model), threads)
 
 
 def convert_tflite(job: dict) -> None:
-    """Converts the default inference path of each batch size to a TFLite flatbuffer."""
+    """Writes our TFLite export of each batch size: what `convert.py export --format tflite` writes."""
     set_threads(job)
     model = cvt_tf.load_artifact(job["artifact"])
-    seconds = {}
+    seconds, sizes = {}, {}
     for batch in job["batches"]:
         started = time.perf_counter()
-        # Frozen: given live variables, TF 2.21 keeps them as TFLite resource variables that
-        # nothing initializes, and the interpreter returns NaN.
-        # One stream: the interpreter runs one op at a time, with XNNPack's threads inside each op.
-        function = cvt_tf.inference_function(model, image_shape(job, batch), freeze=True, streams=1)
-        converter = tf.lite.TFLiteConverter.from_concrete_functions([function.get_concrete_function()])
-        flatbuffer = converter.convert()
-        with open(tflite_path(job, batch), "wb") as handle:
-            handle.write(flatbuffer)
-        seconds[batch] = time.perf_counter() - started
-    write_result(job, {"convert_s": seconds, "bytes": {b: os.path.getsize(tflite_path(job, b)) for b in seconds}})
+        path = export_file(job["workdir"], job["group"], TFLITE, batch)
+        with open(path, "wb") as handle:  # open batch: the interpreter is resized to `batch`
+            handle.write(tflite_flatbuffer(model, job["resolution"], job["resolution"]))
+        seconds[batch], sizes[batch] = time.perf_counter() - started, os.path.getsize(path)
+    write_result(job, {"convert_s": seconds, "bytes": sizes})
 
 
 def matmul_peak(job: dict) -> None:

@@ -6,6 +6,7 @@ Every failure ends as one `error:` line on stderr: exit code 1 (parity), 2 (bad 
 import shlex
 import sys
 import traceback
+import warnings
 
 import click
 
@@ -107,6 +108,8 @@ def run(argv: list[str] | None = None) -> None:
     """Entry point: runs the CLI with one-line errors and quiet native logs."""
     argv = sys.argv[1:] if argv is None else argv
     debug = "--debug" in argv
+    # The advice to library users about TensorFlow's threads (cvt_tf/threads.py): the CLI picks its own.
+    warnings.filterwarnings("ignore", module=r"cvt_tf\.threads")
     with quiet_native_stderr(enabled=not debug) as stderr:
         try:
             main.main(args=argv, prog_name="convert.py", standalone_mode=False)

@@ -15,7 +15,6 @@ import torch
 from converter.manifest import library_versions
 from converter.parity import DEFAULT_ATOL, ParityRun, check_parity
 from converter.reverse import official_state_dict
-from converter.tf_formats import logits_agreement, run_saved_model, run_tflite, tflite_flatbuffer, write_saved_model
 from cvt_spec import ArtifactError, CheckFailed, InputError
 from cvt_spec.artifacts import (
     DIRECTORY_FORMATS,
@@ -29,6 +28,7 @@ from cvt_spec.artifacts import (
 )
 from cvt_spec.atomic import write_text_file, writing
 from cvt_tf import load_artifact
+from cvt_tf.tf_formats import logits_agreement, run_saved_model, run_tflite, tflite_flatbuffer, write_saved_model
 from official_ref import load_reference
 
 

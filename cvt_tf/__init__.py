@@ -27,8 +27,9 @@ class BackendError(InputError):
 
 
 if keras.backend.backend() == "tensorflow":  # loaded by Keras already; registers EvalPreprocessing for load_model
-    from cvt_tf.inference import inference_function, set_cpu_threads
+    from cvt_tf.inference import inference_function
     from cvt_tf.preprocessing_layer import EvalPreprocessing
+    from cvt_tf.threads import set_cpu_threads
 
     # keras-hub imports TensorFlow itself, and its presets of CvT run the transform in TensorFlow ops.
     if importlib.util.find_spec("keras_hub") is not None:  # registers the keras-hub classes for from_preset

@@ -7,31 +7,11 @@ import tensorflow as tf
 from tensorflow.python.framework.convert_to_constants import convert_variables_to_constants_v2
 
 from cvt_tf.layers.options import DEFAULT_INFERENCE_STREAMS, InferenceOptions, check_count
+from cvt_tf.threads import warn_on_default_threads
 
 # Freezing copies the weights into the graph several times: cvt-w24 (277M weights) took 218 s and
 # 12.5 GB of RAM (2 cores), so larger models keep live variables unless asked.
 FREEZE_MAX_WEIGHTS = 64_000_000
-
-
-def set_cpu_threads(cores: int) -> dict:
-    """TensorFlow's CPU threads for `inference_function`: one intra-op thread, `cores` inter-op threads.
-
-    Each op then runs on the thread that schedules it, and the model's independent streams keep
-    the cores busy. Call it before TensorFlow runs its first op; returns the two settings.
-    """
-    check_count("cores", cores)
-    try:
-        tf.config.threading.set_intra_op_parallelism_threads(1)
-        tf.config.threading.set_inter_op_parallelism_threads(cores)
-    except RuntimeError as error:
-        raise RuntimeError(
-            "cvt_tf.set_cpu_threads must run before TensorFlow runs its first op "
-            f"(TensorFlow: {error}); call it right after importing cvt_tf"
-        ) from None
-    return {
-        "intra_op": tf.config.threading.get_intra_op_parallelism_threads(),
-        "inter_op": tf.config.threading.get_inter_op_parallelism_threads(),
-    }
 
 
 def inference_function(model, input_shape: tuple, jit_compile: bool = False, freeze: bool | str = "auto",
@@ -51,6 +31,7 @@ def inference_function(model, input_shape: tuple, jit_compile: bool = False, fre
             fastest with one per core and `cvt_tf.set_cpu_threads(cores)`. 1 computes in one piece.
     """
     check_count("streams", streams)
+    warn_on_default_threads()
     signature = [tf.TensorSpec(tuple(input_shape), tf.float32, name="images")]
     if freeze == "auto":
         freeze = model.count_params() <= FREEZE_MAX_WEIGHTS

@@ -25,7 +25,12 @@ def default_options(training) -> InferenceOptions:
         return WHOLE
     import tensorflow as tf  # loaded already: Keras runs on it
 
-    return WHOLE if tf.executing_eagerly() else GRAPH_OPTIONS
+    if tf.executing_eagerly():
+        return WHOLE
+    from cvt_tf.threads import warn_on_default_threads
+
+    warn_on_default_threads()
+    return GRAPH_OPTIONS
 
 
 def resolve_spec(configuration: str | None, spec: dict | None) -> dict:

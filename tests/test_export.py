@@ -14,9 +14,9 @@ from converter.export import ExportError, ExportJob, ExportParityError, run_expo
 from converter.parity import parity_inputs
 from converter.pipeline import Conversion, convert
 from converter.synthetic import save_checkpoint, synthetic_state_dict
-from converter.tf_formats import run_saved_model, run_tflite
 from cvt_spec.artifacts import EXPORT_FORMATS, artifact_paths, default_export_path, path_sha256
 from cvt_tf import load_artifact
+from cvt_tf.tf_formats import run_saved_model, run_tflite
 from official_ref.model import ConvolutionalVisionTransformer
 from tests.conftest import run_cli
 

@@ -7,7 +7,7 @@ import keras
 from keras import layers, ops
 
 from cvt_spec.stages import query_method
-from cvt_tf.layers.common import ConfiguredLayer, dense_2d, flatten_grid, linear_initializer
+from cvt_tf.layers.common import ConfiguredLayer, dense_2d, flatten_grid, linear_initializer, reshape_batch
 from cvt_tf.layers.options import WHOLE, InferenceOptions
 from cvt_tf.layers.projection import ConvProjection
 
@@ -88,7 +88,7 @@ class ConvAttention(ConfiguredLayer):
             return tokens, tokens, tokens
         if self.with_cls_token:
             cls_token, tokens = tokens[:, :1], tokens[:, 1:]
-        grid = ops.reshape(tokens, (ops.shape(tokens)[0], height, width, tokens.shape[-1]))
+        grid = reshape_batch(tokens, (height, width, tokens.shape[-1]))
         projected = []
         for projection in (self.conv_proj_q, self.conv_proj_k, self.conv_proj_v):
             sequence = flatten_grid(projection(grid, training=training))
@@ -98,8 +98,8 @@ class ConvAttention(ConfiguredLayer):
         return projected
 
     def _split_heads(self, x):
-        batch = ops.shape(x)[0]
-        x = ops.reshape(x, (batch, -1, self.num_heads, self.dim // self.num_heads))
+        tokens = x.shape[1] if x.shape[1] is not None else -1
+        x = reshape_batch(x, (tokens, self.num_heads, self.dim // self.num_heads))
         return ops.transpose(x, (0, 2, 1, 3))
 
     def _projected(self, tokens, height, width, training):
@@ -122,7 +122,7 @@ class ConvAttention(ConfiguredLayer):
         else:
             x = self._attend(q, keys, v, training)
         x = ops.transpose(x, (0, 2, 1, 3))
-        x = ops.reshape(x, (ops.shape(x)[0], -1, self.dim))
+        x = reshape_batch(x, (x.shape[1] if x.shape[1] is not None else -1, self.dim))
         return self.proj_dropout(dense_2d(self.proj, x), training=training)
 
     def _attend(self, q, keys, v, training):

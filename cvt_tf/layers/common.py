@@ -76,9 +76,22 @@ def layer_norm(name: str) -> LayerNorm:
     return LayerNorm(epsilon=LAYER_NORM_EPSILON, dtype="float32", name=name)
 
 
+def reshape_batch(x, tail: tuple, batch_of=None):
+    """`x` reshaped to (batch, *tail), the batch being that of `batch_of` (default: `x`).
+
+    Where every entry of `tail` is a known size, the batch is given as -1: a graph with an open batch
+    then computes no shape (in TFLite, Shape ops split the XNNPack delegate into dozens of pieces).
+    """
+    if all(isinstance(size, int) and size >= 0 for size in tail):
+        return ops.reshape(x, (-1, *tail))
+    return ops.reshape(x, (ops.shape(x if batch_of is None else batch_of)[0], *tail))
+
+
 def flatten_grid(grid):
     """(batch, h, w, c) -> (batch, h*w, c)."""
-    return ops.reshape(grid, (ops.shape(grid)[0], -1, grid.shape[-1]))
+    _, height, width, channels = grid.shape
+    tokens = height * width if height is not None and width is not None else -1
+    return reshape_batch(grid, (tokens, channels))
 
 
 def split_evenly(x, parts: int, axis: int) -> list:
@@ -95,7 +108,7 @@ def dense_2d(dense: layers.Dense, x, kernel_scale: float | None = None, bias_sca
     `kernel_scale` multiplies the kernel and, unless `bias_scale` is given, the bias: the output is
     scaled at the cost of a weight-sized multiply (free once the weights are frozen).
     """
-    batch, tokens = ops.shape(x)[0], ops.shape(x)[1]
+    tokens = ops.shape(x)[1]
     flat = ops.reshape(x, (-1, x.shape[-1]))
     if kernel_scale is None:
         y = dense(flat)
@@ -104,4 +117,4 @@ def dense_2d(dense: layers.Dense, x, kernel_scale: float | None = None, bias_sca
         y = ops.matmul(flat, ops.cast(dense.kernel, flat.dtype) * kernel_scale)
         if dense.bias is not None:
             y = y + ops.cast(dense.bias, flat.dtype) * bias_scale
-    return ops.reshape(y, (batch, tokens, dense.units))
+    return reshape_batch(y, (tokens, dense.units), batch_of=x)

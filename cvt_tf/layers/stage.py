@@ -9,7 +9,13 @@ from keras import layers, ops
 from cvt_spec import StageSpec
 from cvt_spec.stages import conv_output_size, drop_path_rates
 from cvt_tf.layers.block import Block
-from cvt_tf.layers.common import ConfiguredLayer, flatten_grid, split_evenly, trunc_normal_initializer
+from cvt_tf.layers.common import (
+    ConfiguredLayer,
+    flatten_grid,
+    reshape_batch,
+    split_evenly,
+    trunc_normal_initializer,
+)
 from cvt_tf.layers.embedding import ConvEmbedding
 from cvt_tf.layers.options import WHOLE, InferenceOptions
 
@@ -111,7 +117,7 @@ class Stage(ConfiguredLayer):
                 tokens = block(tokens, height=height, width=width, training=training, options=options)
         if self.with_cls_token:
             cls_token, tokens = tokens[:, :1], tokens[:, 1:]
-        grid = ops.reshape(tokens, (batch, height, width, self.dim))
+        grid = reshape_batch(tokens, (height, width, self.dim))
         return (grid, cls_token) if self.with_cls_token else grid
 
     def compute_output_shape(self, input_shape):
