@@ -6,6 +6,7 @@ alternate the systems' processes for several rounds.
 """
 
 import argparse
+import dataclasses
 import json
 import os
 import platform
@@ -30,6 +31,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--threads", type=int, default=2, help="threads of every system (default 2)")
     parser.add_argument("--systems", default=",".join(SYSTEMS), help=f"comma-separated subset of {SYSTEMS}")
     parser.add_argument("--groups", help="comma-separated subset of e.g. cvt-13@224,cvt-21@384")
+    parser.add_argument("--batches", help="comma-separated subset of each model's batch sizes, e.g. 1")
     parser.add_argument("--out", type=Path, default=REPO / "bench", help="directory of results.json and results.png")
     args = parser.parse_args(argv)
     args.rounds = args.rounds or (1 if args.quick else 3)
@@ -38,6 +40,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     groups = QUICK if args.quick else FULL
     if args.groups:
         groups = [g for g in groups if g.name in args.groups.split(",")]
+    if args.batches:
+        wanted = {int(batch) for batch in args.batches.split(",")}
+        groups = [dataclasses.replace(g, batches=tuple(b for b in g.batches if b in wanted)) for g in groups]
+        groups = [g for g in groups if g.batches]
     args.group_list = groups
     return args
 
