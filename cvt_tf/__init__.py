@@ -1,7 +1,8 @@
 """cvt_tf: a Keras 3 CvT that reproduces the official microsoft/CvT models, on any Keras backend.
 
 Imports neither PyTorch nor the PyTorch reference, and TensorFlow only under the TensorFlow backend,
-where the parts that need it come too: `inference_function`, `set_cpu_threads`, `EvalPreprocessing` and,
+where the parts that need it come too: `inference_function`, `set_cpu_threads` (and its `ThreadingWarning`),
+`EvalPreprocessing` and,
 when keras-hub is installed, the keras-hub classes (`cvt_tf.hub`).
 """
 
@@ -19,7 +20,7 @@ from cvt_tf.preprocessing import EvalTransform, preprocess_input
 from cvt_tf.weights import restore_artifact
 
 # They run TensorFlow ops or TensorFlow's graph tools.
-TENSORFLOW_ONLY = ("inference_function", "set_cpu_threads", "EvalPreprocessing")
+TENSORFLOW_ONLY = ("inference_function", "set_cpu_threads", "ThreadingWarning", "EvalPreprocessing")
 
 
 class BackendError(InputError):
@@ -29,7 +30,7 @@ class BackendError(InputError):
 if keras.backend.backend() == "tensorflow":  # loaded by Keras already; registers EvalPreprocessing for load_model
     from cvt_tf.inference import inference_function
     from cvt_tf.preprocessing_layer import EvalPreprocessing
-    from cvt_tf.threads import set_cpu_threads
+    from cvt_tf.threads import ThreadingWarning, set_cpu_threads
 
     # keras-hub imports TensorFlow itself, and its presets of CvT run the transform in TensorFlow ops.
     if importlib.util.find_spec("keras_hub") is not None:  # registers the keras-hub classes for from_preset
@@ -51,6 +52,7 @@ __all__ = [
     "EvalTransform",
     "ImageError",
     "InferenceOptions",
+    "ThreadingWarning",
     "decode_predictions",
     "inference_function",
     "load_artifact",
