@@ -1,8 +1,9 @@
-"""Fine-tuning on tf.distribute gives the weights of one device: mirrored over 2 logical CPUs, and after a kill.
+"""Fine-tuning on tf.distribute gives the weights of one device: mirrored over 2 logical CPUs, two workers on
+loopback, and after a kill.
 
-Each distributed run is `convert.py finetune` in its own process (tests/finetune_run.py: logical devices
-must be set before TensorFlow starts; no PyTorch, as the runtime install), on the same global batches as
-the one-device run in this process: a tiny SPEC, fixed seeds, dropout and stochastic depth 0.
+Each distributed run is `convert.py finetune` in processes of its own (tests/finetune_run.py: logical devices
+and collectives must be set before TensorFlow starts; no PyTorch, as the runtime install), on the same global
+batches as the one-device run in this process: a tiny SPEC, fixed seeds, dropout and stochastic depth 0.
 
 Tolerance: 1e-5 on every variable. The replicas see the same images, BatchNorm is synchronized, and the
 only difference is the order of float32 sums (per-replica gradients all-reduced, batch moments summed over
@@ -15,6 +16,7 @@ the size of a whole update (~lr = 1e-3).
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -116,4 +118,68 @@ def test_a_run_killed_mid_epoch_then_resumed_gives_the_uninterrupted_weights(set
     assert [row["epoch"] for row in json.loads((out / "history.json").read_text())] == [1, 2, 3]
     diff = max_weight_diff(stored_weights(out / "ft"), one_device)
     print(f"mirrored, killed after epoch {killed_after} and resumed, vs one device: max abs weight diff {diff:.2e}")
+    assert diff <= TOLERANCE
+
+
+def _free_ports(count):
+    sockets = [socket.socket() for _ in range(count)]
+    for sock in sockets:
+        sock.bind(("127.0.0.1", 0))
+    ports = [sock.getsockname()[1] for sock in sockets]
+    for sock in sockets:
+        sock.close()
+    return ports
+
+
+def _start_workers(setup, out, logs, resume=False):
+    """Both workers of a 2-worker MultiWorkerMirroredStrategy on 127.0.0.1, each with its TF_CONFIG."""
+    cluster = {"worker": [f"127.0.0.1:{port}" for port in _free_ports(2)]}
+    workers = []
+    for index in range(2):
+        tf_config = {"cluster": cluster, "task": {"type": "worker", "index": index}}
+        with open(logs / f"worker{index}{'-resumed' if resume else ''}.log", "w") as log:
+            workers.append(subprocess.Popen(_command(setup, out, "multi-worker", resume=resume), cwd=REPO,
+                                            env=_environment(tf_config), stdout=log, stderr=subprocess.STDOUT))
+    return workers
+
+
+def _stop(workers):
+    for worker in workers:
+        if worker.poll() is None:
+            worker.kill()
+    for worker in workers:
+        worker.wait(timeout=30)
+
+
+def _wait(workers, logs, until=None):
+    """Waits for both workers to exit (or for `until()`), killing both and failing after RUN_TIMEOUT."""
+    deadline = time.monotonic() + RUN_TIMEOUT
+    try:
+        while any(worker.poll() is None for worker in workers) and not (until and until()):
+            if time.monotonic() > deadline or (until and any(worker.poll() is not None for worker in workers)):
+                output = "\n".join(path.read_text()[-600:] for path in sorted(logs.glob("worker*.log")))
+                pytest.fail(f"the workers did not {'reach the kill point' if until else 'finish'} in time:\n{output}")
+            time.sleep(0.05)
+    finally:
+        if until is None:
+            _stop(workers)
+
+
+def _worker_output(logs, index, resume=False):
+    return (logs / f"worker{index}{'-resumed' if resume else ''}.log").read_text()
+
+
+@pytest.mark.slow
+def test_two_workers_on_loopback_give_the_one_device_weights(setup, one_device, tmp_path):
+    out = setup["root"] / "multi-worker"
+    workers = _start_workers(setup, out, tmp_path)
+    _wait(workers, tmp_path)
+    assert [worker.returncode for worker in workers] == [0, 0], _worker_output(tmp_path, 0)[-800:] + \
+        _worker_output(tmp_path, 1)[-800:]
+    assert (_manifest(out)["fine_tuning"]["strategy"], _manifest(out)["fine_tuning"]["replicas"]) == \
+        ("multi-worker", 2)
+    assert "multi-worker strategy, 2 replica(s)" in _worker_output(tmp_path, 1)
+    assert "wrote " not in _worker_output(tmp_path, 1)  # only the chief writes RUN_DIR
+    diff = max_weight_diff(stored_weights(out / "ft"), one_device)
+    print(f"multi-worker (2 processes on loopback) vs one device: max abs weight diff {diff:.2e}")
     assert diff <= TOLERANCE
