@@ -183,3 +183,30 @@ def test_two_workers_on_loopback_give_the_one_device_weights(setup, one_device, 
     diff = max_weight_diff(stored_weights(out / "ft"), one_device)
     print(f"multi-worker (2 processes on loopback) vs one device: max abs weight diff {diff:.2e}")
     assert diff <= TOLERANCE
+
+
+@pytest.mark.slow
+def test_a_worker_killed_mid_run_then_both_resumed_give_the_uninterrupted_weights(setup, one_device, tmp_path):
+    """Worker 1 is SIGKILLed once the chief checkpointed epoch 1 (the chief, stuck in its collective, is killed
+    too, as a cluster manager would); both rerun with --resume and read the chief's checkpoint in RUN_DIR."""
+    out = setup["root"] / "multi-worker-killed"
+    workers = _start_workers(setup, out, tmp_path)
+    try:
+        _wait(workers, tmp_path, until=lambda: _checkpointed_epochs(out) >= 1)
+        workers[1].send_signal(signal.SIGKILL)
+        workers[1].wait(timeout=30)
+    finally:
+        _stop(workers)
+    killed_after = _checkpointed_epochs(out)
+    assert workers[1].returncode == -signal.SIGKILL
+    assert 1 <= killed_after < 3 and not (out / "ft.json").exists()  # killed before the run's end
+    resumed = _start_workers(setup, out, tmp_path, resume=True)
+    _wait(resumed, tmp_path)
+    outputs = [_worker_output(tmp_path, index, resume=True) for index in range(2)]
+    assert [worker.returncode for worker in resumed] == [0, 0], outputs[0][-800:] + outputs[1][-800:]
+    assert all(f"resuming after epoch {killed_after} of 3" in output for output in outputs)
+    assert [row["epoch"] for row in json.loads((out / "history.json").read_text())] == [1, 2, 3]
+    diff = max_weight_diff(stored_weights(out / "ft"), one_device)
+    print(f"multi-worker, worker 1 killed after epoch {killed_after} and both resumed, vs one device: "
+          f"max abs weight diff {diff:.2e}")
+    assert diff <= TOLERANCE
