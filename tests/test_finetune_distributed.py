@@ -5,12 +5,12 @@ Each distributed run is `convert.py finetune` in processes of its own (tests/fin
 and collectives must be set before TensorFlow starts; no PyTorch, as the runtime install), on the same global
 batches as the one-device run in this process: a tiny SPEC, fixed seeds, dropout and stochastic depth 0.
 
-Tolerance: 1e-5 on every variable. The replicas see the same images, BatchNorm is synchronized, and the
-only difference is the order of float32 sums (per-replica gradients all-reduced, batch moments summed over
-replicas): ~1e-7 relative per step. AdamW divides the gradient by its running RMS, so a rounding
-difference of a gradient near zero can move a weight by up to ~lr per step; 9 steps at lr 1e-3 stay far
-below 1e-5 unless that happens (4.8e-7 measured), while a replica reading another batch moves weights by
-the size of a whole update (~lr = 1e-3).
+Tolerance: 1e-5 on every variable. The replicas see the same images, BatchNorm is synchronized, and the only
+difference is the order of float32 sums (per-replica gradients all-reduced, within a process or over gRPC
+between workers, batch moments summed over replicas): ~1e-7 relative per step. AdamW divides the gradient by
+its running RMS, so a rounding difference of a gradient near zero can move a weight by up to ~lr per step; 9
+steps at lr 1e-3 stay far below 1e-5 unless that happens (4.8e-7 measured, mirrored and multi-worker alike),
+while a replica reading another batch moves weights by the size of a whole update (~lr = 1e-3).
 """
 
 import json
