@@ -1,9 +1,9 @@
-"""Fine-tuning throughput: images/s of `fit` steps for one device vs MirroredStrategy over 2 logical CPUs.
+"""Fine-tuning throughput: images/s of train steps for one device vs MirroredStrategy over 2 logical CPUs.
 
     python bench/finetune.py                       # both, each in its own process: cvt-13 @ 224, batch 16
     python bench/finetune.py --res 48 --steps 2    # a quick check that it runs
 
-Times the same train step `convert.py finetune` runs (cvt_tf.finetune: synchronized BatchNorm, AdamW), on
+Times the train step `convert.py finetune` runs (cvt_tf.finetune_loop.TrainStep: synchronized BatchNorm, AdamW), on
 in-memory random images, so the figure is the model's, not the image decoding's. Run on a quiet machine.
 """
 
@@ -25,20 +25,24 @@ def measure(devices: int, configuration: str, resolution: int, batch: int, steps
 
     from cvt_tf import CvT
     from cvt_tf.finetune import compile_for_finetuning, local_devices
+    from cvt_tf.finetune_loop import TrainStep
 
     strategy = tf.distribute.MirroredStrategy(local_devices()) if devices > 1 else tf.distribute.OneDeviceStrategy(
         local_devices()[0])
     rng = np.random.default_rng(0)
     images = rng.standard_normal((batch, resolution, resolution, 3), dtype=np.float32)
     labels = rng.integers(0, 5, batch).astype(np.int32)
-    dataset = tf.data.Dataset.from_tensors((images, labels)).repeat()
+    dataset = tf.data.Dataset.from_tensor_slices((images, labels)).repeat().batch(batch)  # split by the strategy
     with strategy.scope():
         model = CvT(configuration=configuration, num_classes=5, synchronized_batch_norm=True).build_for_any_size()
         compile_for_finetuning(model, 1e-4, total_steps=1000)
-        model.fit(dataset, epochs=1, steps_per_epoch=2, verbose=0)  # trace and warm up
-        started = time.perf_counter()
-        model.fit(dataset, epochs=1, steps_per_epoch=steps, verbose=0)
-        seconds = time.perf_counter() - started
+    step, batches = TrainStep(strategy, model, batch), iter(strategy.experimental_distribute_dataset(dataset))
+    for _ in range(2):  # trace and warm up
+        step(next(batches))
+    started = time.perf_counter()
+    for _ in range(steps):
+        step(next(batches))
+    seconds = time.perf_counter() - started
     return {"strategy": "mirrored" if devices > 1 else "one", "devices": devices, "configuration": configuration,
             "resolution": resolution, "batch": batch, "steps": steps, "images_per_second": batch * steps / seconds}
 

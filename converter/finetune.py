@@ -49,7 +49,7 @@ class FineTuneJob:
     layout: str = "auto"
     labels: Path | None = None
     name: str | None = None  # of the fine-tuned artifact; None: <artifact>-finetuned
-    verbose: int = 2  # Keras' progress output: 1 a live bar, 2 a line per epoch, 0 none
+    verbose: int = 2  # Keras' Progbar: 1 a live bar, 2 a line per epoch, 0 none
     command: str = ""
 
     def settings(self, resolution: tuple) -> dict:
@@ -219,6 +219,7 @@ def run_finetune(job: FineTuneJob, progress=print) -> FineTuneResult:
         make_strategy,
         strategy_name,
     )
+    from cvt_tf.finetune_loop import TrainStep, train
 
     strategy = make_strategy(job.strategy)
     replicas = strategy.num_replicas_in_sync
@@ -248,9 +249,8 @@ def run_finetune(job: FineTuneJob, progress=print) -> FineTuneResult:
     if first_epoch < job.epochs:
         dataset = strategy.distribute_datasets_from_function(
             lambda context: batches.dataset(context, first_epoch, job.epochs))
-        with strategy.scope():
-            model.fit(dataset, epochs=job.epochs, initial_epoch=first_epoch, steps_per_epoch=batches.steps_per_epoch,
-                      callbacks=[recorder], shuffle=False, verbose=job.verbose)
+        train(TrainStep(strategy, model, job.batch), dataset, first_epoch, job.epochs, batches.steps_per_epoch,
+              recorder, job.verbose)
     after = top1()
     progress(f"validation top-1 after {job.epochs} epochs: {after:.2%} (before: {before:.2%})")
     result = FineTuneResult(strategy_name(strategy), replicas, before, after, rows, model=model)

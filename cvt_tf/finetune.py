@@ -1,4 +1,4 @@
-"""Fine-tuning a converted CvT on tf.distribute: the strategy, the model with a new head, the epoch hooks.
+"""Fine-tuning a converted CvT on tf.distribute: the strategy, the model with a new head, the epoch's end.
 
 TensorFlow backend only. `converter.finetune.run_finetune` runs a whole job and writes what it makes.
 """
@@ -45,12 +45,12 @@ def make_strategy(name: str):
     """The `tf.distribute` strategy of `--strategy`.
 
     `one`: OneDeviceStrategy on the first GPU, else the CPU; `mirrored`: MirroredStrategy over every local
-    device; `multi-worker` (MultiWorkerMirroredStrategy from TF_CONFIG) is refused, Keras 3's fit fails under
-    it; `auto`: that when TF_CONFIG names more than one worker, mirrored when there is more than one local
-    device, else one.
+    device; `multi-worker`: MultiWorkerMirroredStrategy from TF_CONFIG (create it before any other TensorFlow
+    call: its collectives are configured at startup); `auto`: that when TF_CONFIG names more than one worker,
+    mirrored when there is more than one local device, else one.
 
     Raises:
-        InputError: unknown name, or `multi-worker`.
+        InputError: unknown name, or `multi-worker` without a TF_CONFIG cluster.
     """
     import tensorflow as tf
 
@@ -60,10 +60,11 @@ def make_strategy(name: str):
     if name == "auto":
         name = "multi-worker" if workers > 1 else "mirrored" if len(local_devices()) > 1 else "one"
     if name == "multi-worker":
-        # Keras 3's fit fails under MultiWorkerMirroredStrategy (keras-team/keras#20585, measured with
-        # Keras 3.15 / TF 2.21: its first-batch build, then its metric reductions); a custom loop would be needed.
-        raise InputError("--strategy multi-worker: Keras 3's fit does not run under MultiWorkerMirroredStrategy "
-                         "(keras-team/keras#20585); use one machine (--strategy mirrored) for now")
+        if not workers:
+            raise InputError('--strategy multi-worker: TF_CONFIG names no workers; set it on every worker, e.g. '
+                             '{"cluster": {"worker": ["host1:2222", "host2:2222"]}, "task": {"type": "worker", '
+                             '"index": 0}}')
+        return tf.distribute.MultiWorkerMirroredStrategy()
     if name == "mirrored":
         return tf.distribute.MirroredStrategy(local_devices())
     return tf.distribute.OneDeviceStrategy(local_devices()[0])
@@ -127,13 +128,14 @@ def finetune_model(artifact, num_classes: int, freeze_stages: int = 0, precision
 
 
 def compile_for_finetuning(model: CvT, learning_rate: float, total_steps: int) -> None:
-    """AdamW (Keras defaults) with the rate cosine-decayed over the run; cross-entropy on logits; accuracy.
+    """AdamW (Keras defaults) with the rate cosine-decayed over the run, built for the trainable variables.
 
-    Under `mixed_float16` Keras wraps the optimizer in a LossScaleOptimizer.
+    Call it in the strategy's scope. `compile` attaches the optimizer, so `save_weights` / `load_weights`
+    carry its state; the loss is `cvt_tf.finetune_loop.TrainStep`'s. Under `mixed_float16` Keras wraps the
+    optimizer in a LossScaleOptimizer.
     """
     schedule = keras.optimizers.schedules.CosineDecay(learning_rate, decay_steps=max(total_steps, 1))
-    model.compile(optimizer=keras.optimizers.AdamW(learning_rate=schedule),
-                  loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True), metrics=["accuracy"])
+    model.compile(optimizer=keras.optimizers.AdamW(learning_rate=schedule))
     model.optimizer.build(model.trainable_variables)  # before a checkpoint's optimizer state is loaded
 
 
@@ -160,8 +162,9 @@ class Top1:
         return hits / len(self.images)
 
 
-class EpochRecorder(keras.callbacks.Callback):
-    """At each epoch's end: the validation top-1 into the logs, the history row, then `save(epochs_done, rows)`.
+class EpochRecorder:
+    """`recorder(epoch, logs)` at each epoch's end: the validation top-1 into the logs, the history row, then
+    `save(epochs_done, rows)`.
 
     Args:
         top1: the model's validation scorer.
@@ -170,11 +173,9 @@ class EpochRecorder(keras.callbacks.Callback):
     """
 
     def __init__(self, top1: Top1, rows: list, save: Callable[[int, list], None] | None):
-        super().__init__()
         self.top1, self.rows, self.save = top1, rows, save
 
-    def on_epoch_end(self, epoch, logs=None):
-        logs = logs if logs is not None else {}
+    def __call__(self, epoch: int, logs: dict) -> None:
         logs["val_top1"] = self.top1()
         self.rows.append({"epoch": epoch + 1, **{key: float(value) for key, value in logs.items()}})
         if self.save is not None:

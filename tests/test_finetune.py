@@ -134,12 +134,18 @@ def _bad_inputs(workspace, trained, other_variant, tmp_path):
         "no --resume over a run": (
             ["finetune", workspace["data"], *common, "--num-classes", 5, "--out", job.out],
             f"error: {job.out}/checkpoint.json: --out holds a fine-tuning run already; pass --resume to continue it"),
+        "multi-worker without TF_CONFIG": (
+            ["finetune", workspace["data"], "--artifact", workspace["artifact"], "--strategy", "multi-worker",
+             "--num-classes", 5, "--out", tmp_path / "r3"],
+            'error: --strategy multi-worker: TF_CONFIG names no workers; set it on every worker, e.g. {"cluster": '
+            '{"worker": ["host1:2222", "host2:2222"]}, "task": {"type": "worker", "index": 0}}'),
     }
 
 
 @pytest.mark.parametrize("case", ["one image in a class", "class count", "resume, another variant",
-                                  "no --resume over a run"])
-def test_bad_input_exits_2_with_one_line(case, workspace, trained, other_variant, tmp_path, capfd):
+                                  "no --resume over a run", "multi-worker without TF_CONFIG"])
+def test_bad_input_exits_2_with_one_line(case, workspace, trained, other_variant, tmp_path, capfd, monkeypatch):
+    monkeypatch.delenv("TF_CONFIG", raising=False)
     args, message = _bad_inputs(workspace, trained, other_variant, tmp_path)[case]
     before = sorted(p.name for p in trained[0].out.iterdir())
     code, _, err = _run_cli(args, capfd)
