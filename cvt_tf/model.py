@@ -4,6 +4,7 @@ Built from a predefined configuration or an official SPEC; channels_last inside.
 """
 
 import keras
+import numpy as np
 from keras import layers, ops
 
 from cvt_spec import InputError, normalize_spec, stage_specs, variant_spec
@@ -175,6 +176,25 @@ class CvT(keras.Model):
             return ops.concatenate([self.call(part, options=one_stream) for part in parts], axis=0)
         outputs = self.forward_stages(inputs, training=training, options=options)
         return outputs["logits"] if self.head is not None else outputs["features"]
+
+    def predict(self, x, batch_size=None, verbose="auto", steps=None, callbacks=None):
+        """`keras.Model.predict`; images held in memory (a numpy array or a tensor) go batch by batch
+        through `predict_on_batch`, the same compiled step without the tf.data pipeline Keras builds
+        on every call (most of a one-image call at cvt-13 @ 224: README, "Speed"). Datasets,
+        generators, `steps` and callbacks go to Keras as they are.
+        """
+        in_memory = isinstance(x, np.ndarray) or ops.is_tensor(x)
+        if steps is not None or callbacks or not in_memory or int(x.shape[0]) == 0:
+            return super().predict(x, batch_size=batch_size, verbose=verbose, steps=steps, callbacks=callbacks)
+        batch_size = batch_size or 32
+        starts = range(0, int(x.shape[0]), batch_size)
+        progress = keras.utils.Progbar(len(starts), verbose=2 if verbose == 2 else 1) if verbose else None
+        outputs = []
+        for done, start in enumerate(starts, start=1):
+            outputs.append(self.predict_on_batch(x[start:start + batch_size]))
+            if progress is not None:
+                progress.update(done)
+        return np.concatenate(outputs, axis=0)
 
     def export(self, filepath, format="tf_saved_model", verbose=None, input_signature=None, **kwargs):
         """`keras.Model.export`, whose default signature is the shape given to `build`, any batch size.

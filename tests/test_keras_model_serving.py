@@ -50,6 +50,21 @@ def test_compile_with_jit_compile_predicts_like_eager():
     assert _max_abs(model.predict(x, batch_size=4, verbose=0), model(x)) <= COMPILED_ATOL
 
 
+def test_predict_on_arrays_equals_keras_predict_batch_by_batch(capsys):
+    """In-memory images skip Keras' per-call tf.data pipeline; the logits, batches and progress bar stay."""
+    reference, model = ported_pair(tiny_spec(), num_classes=10)
+    x = _images((48, 48), batch=5)
+    ours = model.predict(x, batch_size=2, verbose=1)
+    assert "3/3" in capsys.readouterr().out  # three batches: 2, 2 and the last 1
+    keras_predict = keras.Model.predict(model, x, batch_size=2, verbose=0)  # Keras' own, through tf.data
+    assert ours.shape == (5, 10) and _max_abs(ours, keras_predict) <= COMPILED_ATOL
+    assert _max_abs(ours, _reference_logits(reference, x)) <= 1e-4
+    assert _max_abs(model.predict(tf.constant(x), verbose=0), ours) <= COMPILED_ATOL  # a tensor, one batch
+    assert capsys.readouterr().out == ""
+    dataset = tf.data.Dataset.from_tensor_slices(x).batch(3)  # not in memory: Keras' path
+    assert _max_abs(model.predict(dataset, verbose=0), ours) <= COMPILED_ATOL
+
+
 @pytest.fixture(scope="module")
 def exported(tmp_path_factory):
     """(live model built for any size, its SavedModel directory)."""
