@@ -45,7 +45,7 @@ clean:
 release: env
 	$(BIN)/python convert.py --all $(RELEASE_FLAGS)
 
-# Speed vs the official PyTorch model, each system in its own process (~25 min on 2 idle cores).
+# Speed vs the official PyTorch model and the peer runtimes, each system in its own process (README, "Speed").
 bench: env
 	$(BIN)/python -m bench.run
 
