@@ -22,7 +22,7 @@ HABIT_SAVEDMODEL = "habit-savedmodel"
 HABITS = (HABIT_FUNCTION, HABIT_PREDICT, HABIT_SAVEDMODEL)
 HABIT_CALLS = {
     HABIT_FUNCTION: "tf.function(lambda x: model(x, training=False))",
-    HABIT_PREDICT: "model.predict(x)",
+    HABIT_PREDICT: "model.predict(x, verbose=0)",
     HABIT_SAVEDMODEL: "model.export() then tf.saved_model.load(...).serve(x)",
 }
 # The same three after the call the README's first example makes, cvt_tf.set_cpu_threads(cores).

@@ -74,7 +74,6 @@ def make_keras_run(job: dict, model) -> Callable:
 
 def make_habit_run(job: dict, model) -> Callable:
     """What a Keras user writes without reading our docs: tf.function, model.predict, a SavedModel."""
-
     habit = ADVISED.get(job["system"], job["system"])
 
     def make_run(batch, inputs):
