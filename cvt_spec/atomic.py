@@ -30,16 +30,6 @@ def staged_path(final: Path) -> Path:
     return final.with_name(f".{final.name}.w{os.getpid()}-{secrets.token_hex(4)}")
 
 
-@contextlib.contextmanager
-def _claimed(*paths: Path) -> Iterator[None]:
-    names = {os.path.abspath(path) for path in paths}
-    _WRITING_NOW.update(names)
-    try:
-        yield
-    finally:
-        _WRITING_NOW.difference_update(names)
-
-
 def _process_alive(pid: int) -> bool:
     if pid == os.getpid():
         return False  # an earlier process with our pid (this one's own writes are in _WRITING_NOW)
@@ -149,12 +139,8 @@ def writing(final: Path, naming: Path | None = None) -> Iterator[Path]:
     final = Path(final)
     created = make_dirs(final.parent)
     staged = staged_path(final)
-    with _claimed(staged):
-        yield from _write_staged(staged, final, naming, created)
-
-
-def _write_staged(staged: Path, final: Path, naming: Path | None, created: list[Path]) -> Iterator[Path]:
     placed = False
+    _WRITING_NOW.add(os.path.abspath(staged))
     try:
         remove_stale(final.parent)
         yield staged
@@ -165,6 +151,7 @@ def _write_staged(staged: Path, final: Path, naming: Path | None, created: list[
     except OSError as error:
         raise OutputError(f"cannot write {naming or final}: {error.strerror or error}") from None
     finally:
+        _WRITING_NOW.discard(os.path.abspath(staged))
         remove_path(staged)
         if not placed:
             remove_empty_dirs(created)
@@ -242,6 +229,7 @@ def writing_together(out_dir: Path, name: str, file_names: tuple[str, ...]) -> I
     version, pointer = staged_path(out_dir / name), out_dir / f".{name}.current"
     links = {out_dir / file_name: f"{pointer.name}/{file_name}" for file_name in file_names}
     made_links, committed = [], False
+    _WRITING_NOW.add(os.path.abspath(version))
     try:
         remove_stale(out_dir)
         version.mkdir()
@@ -263,6 +251,7 @@ def writing_together(out_dir: Path, name: str, file_names: tuple[str, ...]) -> I
         shown = out_dir / written.name if written is not None and written.parent == version else written
         raise OutputError(f"cannot write {shown or out_dir}: {error.strerror or error}") from None
     finally:
+        _WRITING_NOW.discard(os.path.abspath(version))
         if not committed:
             if not pointer.is_symlink():  # no artifact here: the links made for it would dangle
                 for link in made_links:
