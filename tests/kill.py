@@ -16,7 +16,8 @@ from pathlib import Path
 SYSCALLS = ("write", "pwrite64", "rename", "renameat", "renameat2", "unlink", "unlinkat", "symlink",
             "symlinkat", "mkdir", "mkdirat", "rmdir", "link", "linkat")
 WRITES = ("write", "pwrite64")
-LINE = re.compile(r"(?P<pid>\d+) (?P<name>[a-z0-9_]+)\((?P<args>.*)")
+# strace pads the pid column to a width (`2066  execve(`), so pids of fewer digits get more spaces.
+LINE = re.compile(r"(?P<pid>\d+) +(?P<name>[a-z0-9_]+)\((?P<args>.*)")
 STRACE = shutil.which("strace")
 
 
@@ -74,7 +75,9 @@ def _normalized(args, directory):
 
 def _main_thread_calls(log, directory, names):
     lines = [m for m in map(LINE.match, Path(log).read_text().splitlines()) if m]
-    main_pid = next(line["pid"] for line in lines if line["name"] == "execve")  # strace starts the command first
+    execs = [line["pid"] for line in lines if line["name"] == "execve"]
+    assert execs, f"no execve line in {log}: strace's output format is not the one this parser reads"
+    main_pid = execs[0]  # strace starts the command first
     counts, calls = {}, []
     for line in lines:
         if line["pid"] != main_pid or line["name"] not in names:
