@@ -25,7 +25,8 @@ WORKER_TIMEOUT_S = 1800
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="one small config, one round, 3 calls (< 1 min)")
+    parser.add_argument("--quick", action="store_true",
+                        help="one small config (cvt-13@112 b1), one round, 3 calls: checks every system runs (~4 min)")
     parser.add_argument("--rounds", type=int, help="alternation rounds (default 3; quick 1)")
     parser.add_argument("--calls", type=int, help="timed calls per process (default 10; quick 3)")
     parser.add_argument("--threads", type=int, default=2, help="threads of every system (default 2)")

@@ -25,6 +25,17 @@ from official_ref import load_reference  # noqa: E402
 REPO = Path(__file__).resolve().parents[1]
 OFFICIAL_KEYS = Path(__file__).parent / "data" / "official_keys"
 
+
+def pytest_collection_modifyitems(items):
+    """Modules with slow (full-size, multi-process) tests first, keeping every module's own order.
+
+    `make test` runs modules on two pytest-xdist workers (--dist loadfile); the long ones started
+    first leave the short ones to fill the end, instead of one long module running alone at the end.
+    """
+    slow_modules = {item.module.__name__ for item in items if item.get_closest_marker("slow")}
+    items.sort(key=lambda item: item.module.__name__ not in slow_modules)
+
+
 TINY_SPEC = {
     "NUM_STAGES": 3,
     "PATCH_SIZE": [7, 3, 3],

@@ -85,8 +85,12 @@ def work(tmp_path_factory):
     photos = _photos()
     state = image_dependent_head(synthetic_state_dict(SPEC, 1000, seed=0), photos)
     save_checkpoint(state, root / "tiny.pth")
+    # The head is scaled about 280x with a bias cancelling the common part, so on the parity check's
+    # noise inputs the logits are differences of numbers in the hundreds: their float32 rounding measured
+    # 1.22e-4 in a fresh process (it passed 1e-4 in the serial suite, after other tests). The tests below
+    # compare both frameworks on the photos, where the top-6 gaps exceed 1e-3.
     convert(Conversion(spec=SPEC, num_classes=1000, resolution=(RES, RES), name="tiny", out_dir=root,
-                       checkpoint=root / "tiny.pth"), progress=lambda _: None)
+                       checkpoint=root / "tiny.pth", atol=1e-3), progress=lambda _: None)
     logits = reference_logits(load_reference(SPEC, 1000, state), photos)
     order = np.argsort(-logits, axis=1, kind="stable")
     ranked = np.take_along_axis(logits, order, axis=1)
