@@ -28,13 +28,14 @@ env: $(STAMP)
 demo: env
 	$(BIN)/python convert.py --config cvt-21 --res 384 --synthetic
 
-# Two pytest-xdist workers, one test module each at a time (module fixtures are built once).
+# Two pytest-xdist workers, one test module each at a time (module fixtures are built once), in the
+# order tests/conftest.py gives: the longest first.
 TEST_WORKERS ?= 2
 test: env
-	$(BIN)/python -m pytest -q -n $(TEST_WORKERS) --dist loadfile
+	$(BIN)/python -m pytest -q -n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder
 
 test-fast: env
-	$(BIN)/python -m pytest -q -n $(TEST_WORKERS) --dist loadfile -m "not slow"
+	$(BIN)/python -m pytest -q -n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder -m "not slow"
 
 lint: env
 	$(BIN)/ruff check .   # the rules selected in pyproject.toml: E, F, I, UP, B, SIM

@@ -26,14 +26,26 @@ REPO = Path(__file__).resolve().parents[1]
 OFFICIAL_KEYS = Path(__file__).parent / "data" / "official_keys"
 
 
-def pytest_collection_modifyitems(items):
-    """Modules with slow (full-size, multi-process) tests first, keeping every module's own order.
+# The modules that run for minutes, longest first (measured on two workers: the kill-safety sweeps
+# about 11 minutes, the quick bench 7); the other modules with full-size runs come after them.
+LONGEST_MODULES = ("test_kill_safety.py", "test_bench.py")
 
-    `make test` runs modules on two pytest-xdist workers (--dist loadfile); the long ones started
-    first leave the short ones to fill the end, instead of one long module running alone at the end.
+
+def pytest_collection_modifyitems(items):
+    """The longest modules first, then the other modules with slow tests, keeping every module's order.
+
+    `make test` runs one module at a time on each of two pytest-xdist workers, in this order
+    (--dist loadfile --no-loadscope-reorder): the long ones started first leave the short ones to fill
+    the end, instead of one long module running alone at the end.
     """
-    slow_modules = {item.module.__name__ for item in items if item.get_closest_marker("slow")}
-    items.sort(key=lambda item: item.module.__name__ not in slow_modules)
+    slow_modules = {item.path.name for item in items if item.get_closest_marker("slow")}
+
+    def rank(item):
+        name = item.path.name
+        return LONGEST_MODULES.index(name) if name in LONGEST_MODULES else len(LONGEST_MODULES) + (
+            name not in slow_modules)
+
+    items.sort(key=rank)
 
 
 TINY_SPEC = {
