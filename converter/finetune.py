@@ -193,6 +193,44 @@ def _source(job: FineTuneJob) -> dict:
             "resolution": manifest["resolution"]}
 
 
+def _compiled_model(job: FineTuneJob, strategy, steps_per_epoch: int):
+    """The artifact with a new head, compiled for `job`, its variables placed by `strategy`."""
+    from cvt_tf.finetune import compile_for_finetuning, finetune_model
+
+    with strategy.scope():
+        model = finetune_model(artifact_paths(job.artifact)[0], job.num_classes, job.freeze_stages, job.precision,
+                               job.seed)
+        compile_for_finetuning(model, job.learning_rate, job.epochs * steps_per_epoch)
+    return model
+
+
+def _train(job: FineTuneJob, strategy, model, batches: TrainingBatches, first_epoch: int, recorder) -> None:
+    from cvt_tf.finetune_loop import TrainStep, train
+
+    dataset = strategy.distribute_datasets_from_function(
+        lambda context: batches.dataset(context, first_epoch, job.epochs))
+    train(TrainStep(strategy, model, job.batch), dataset, first_epoch, job.epochs, batches.steps_per_epoch,
+          recorder, job.verbose)
+
+
+def _starting_point(job: FineTuneJob, model, checkpoint: dict | None, top1, progress) -> tuple[int, list, float]:
+    """(first epoch, history so far, top-1 before fine-tuning): from RUN_DIR's checkpoint, or epoch 0."""
+    if checkpoint is None:
+        first_epoch, rows, before = 0, [], top1()
+    else:
+        model.load_weights(Path(job.out) / f"{CHECKPOINT}.weights.h5")
+        first_epoch, rows, before = checkpoint["epochs_done"], checkpoint["history"], checkpoint["top1_before"]
+        progress(f"resuming after epoch {first_epoch} of {job.epochs}")
+    progress(f"validation top-1 before fine-tuning: {before:.2%}")
+    return first_epoch, rows, before
+
+
+def _finished(job: FineTuneJob, before: float, after: float, started: float) -> dict:
+    return {"top1_before": before, "top1_after": after, "history": "history.json", "command": job.command,
+            "finished": datetime.now(UTC).isoformat(timespec="seconds"),
+            "seconds": round(time.perf_counter() - started, 1)}
+
+
 def run_finetune(job: FineTuneJob, progress=print) -> FineTuneResult:
     """Fine-tunes `job.artifact` on `job.data` with a new head; returns the figures and, on the chief, the paths.
 
@@ -210,16 +248,7 @@ def run_finetune(job: FineTuneJob, progress=print) -> FineTuneResult:
     settings = job.settings(resolution)
     checkpoint = read_checkpoint(job, source, settings)
 
-    from cvt_tf.finetune import (
-        EpochRecorder,
-        Top1,
-        compile_for_finetuning,
-        finetune_model,
-        is_chief,
-        make_strategy,
-        strategy_name,
-    )
-    from cvt_tf.finetune_loop import TrainStep, train
+    from cvt_tf.finetune import EpochRecorder, Top1, is_chief, make_strategy, strategy_name
 
     strategy = make_strategy(job.strategy)
     replicas = strategy.num_replicas_in_sync
@@ -230,27 +259,14 @@ def run_finetune(job: FineTuneJob, progress=print) -> FineTuneResult:
     progress(f"{len(split.train)} training and {len(split.validation)} validation images in {job.num_classes} "
              f"classes ({images.layout}: {images.reason}); {strategy_name(strategy)} strategy, {replicas} "
              f"replica(s), {batches.steps_per_epoch} steps of {job.batch} per epoch")
-    with strategy.scope():
-        model = finetune_model(artifact_paths(job.artifact)[0], job.num_classes, job.freeze_stages, job.precision,
-                               job.seed)
-        compile_for_finetuning(model, job.learning_rate, job.epochs * batches.steps_per_epoch)
+    model = _compiled_model(job, strategy, batches.steps_per_epoch)
     top1 = Top1(model, *validation, batch=job.batch)
-    first_epoch, rows = 0, []
-    if checkpoint is not None:
-        model.load_weights(Path(job.out) / f"{CHECKPOINT}.weights.h5")
-        first_epoch, rows, before = checkpoint["epochs_done"], checkpoint["history"], checkpoint["top1_before"]
-        progress(f"resuming after epoch {first_epoch} of {job.epochs}")
-    else:
-        before = top1()
-    progress(f"validation top-1 before fine-tuning: {before:.2%}")
+    first_epoch, rows, before = _starting_point(job, model, checkpoint, top1, progress)
     entry = {"format": CHECKPOINT_FORMAT, "source": source, "settings": settings, "top1_before": before}
     save = checkpoint_saver(Path(job.out), model, entry) if chief else None
     recorder = EpochRecorder(top1, rows, save)
     if first_epoch < job.epochs:
-        dataset = strategy.distribute_datasets_from_function(
-            lambda context: batches.dataset(context, first_epoch, job.epochs))
-        train(TrainStep(strategy, model, job.batch), dataset, first_epoch, job.epochs, batches.steps_per_epoch,
-              recorder, job.verbose)
+        _train(job, strategy, model, batches, first_epoch, recorder)
     after = top1()
     progress(f"validation top-1 after {job.epochs} epochs: {after:.2%} (before: {before:.2%})")
     result = FineTuneResult(strategy_name(strategy), replicas, before, after, rows, model=model)
@@ -258,10 +274,7 @@ def run_finetune(job: FineTuneJob, progress=print) -> FineTuneResult:
         extra = {"classes": class_names, "data": str(images.root), "layout": images.layout,
                  "images": {"train": len(split.train), "validation": len(split.validation)},
                  "resolution": list(resolution), "strategy": result.strategy, "replicas": replicas,
-                 "settings": settings, "top1_before": before, "top1_after": after,
-                 "history": "history.json", "command": job.command,
-                 "finished": datetime.now(UTC).isoformat(timespec="seconds"),
-                 "seconds": round(time.perf_counter() - started, 1)}
+                 "settings": settings, **_finished(job, before, after, started)}
         result.weights_path, result.manifest_path = write_finetuned_artifact(model, job, source, extra)
         progress(f"wrote {result.weights_path} and {result.manifest_path}")
     return result
