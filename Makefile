@@ -29,7 +29,7 @@ demo: env
 	$(BIN)/python convert.py --config cvt-21 --res 384 --synthetic
 
 # Two pytest-xdist workers, one test module each at a time (module fixtures are built once), in the
-# order tests/conftest.py gives: the longest first.
+# order tests/conftest.py gives: the quick bench first, the kill-safety sweeps last.
 TEST_WORKERS ?= 2
 test: env
 	$(BIN)/python -m pytest -q -n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder
