@@ -28,14 +28,15 @@ env: $(STAMP)
 demo: env
 	$(BIN)/python convert.py --config cvt-21 --res 384 --synthetic
 
-# Two pytest-xdist workers, one test module each at a time (module fixtures are built once), in the
-# order tests/conftest.py gives: the quick bench first, the kill-safety sweeps last.
+# Two pytest-xdist workers, one test module each at a time (module fixtures are built once), in xdist's
+# order: modules with the most tests first. Measured on fresh clones: 32:18 in that order; 42:30 with the
+# kill-safety sweeps and the quick bench first, and 48:27 with the bench first and the sweeps last.
 TEST_WORKERS ?= 2
 test: env
-	$(BIN)/python -m pytest -q -n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder
+	$(BIN)/python -m pytest -q -n $(TEST_WORKERS) --dist loadfile
 
 test-fast: env
-	$(BIN)/python -m pytest -q -n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder -m "not slow"
+	$(BIN)/python -m pytest -q -n $(TEST_WORKERS) --dist loadfile -m "not slow"
 
 lint: env
 	$(BIN)/ruff check .   # the rules selected in pyproject.toml: E, F, I, UP, B, SIM

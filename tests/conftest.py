@@ -26,33 +26,6 @@ REPO = Path(__file__).resolve().parents[1]
 OFFICIAL_KEYS = Path(__file__).parent / "data" / "official_keys"
 
 
-# The quick bench runs first: its processes run one at a time, so the other worker's short tests fill
-# the second core beside it. The kill-safety sweeps run last: they keep both cores busy themselves (two
-# killed runs at a time). Measured on two workers on a fresh clone: 42:30 with both first, side by side
-# (the bench 838 s and the sweeps 1163 s, against 437 s and 867 s alone), 32:18 with the sweeps last.
-FIRST_MODULES = ("test_bench.py",)
-LAST_MODULES = ("test_kill_safety.py",)
-
-
-def pytest_collection_modifyitems(items):
-    """The quick bench, the other modules with slow tests, the rest, then the kill sweeps; modules keep their order.
-
-    `make test` runs one module at a time on each of two pytest-xdist workers, in this order
-    (--dist loadfile --no-loadscope-reorder).
-    """
-    slow_modules = {item.path.name for item in items if item.get_closest_marker("slow")}
-
-    def rank(item):
-        name = item.path.name
-        if name in FIRST_MODULES:
-            return 0
-        if name in LAST_MODULES:
-            return 3
-        return 1 if name in slow_modules else 2
-
-    items.sort(key=rank)
-
-
 TINY_SPEC = {
     "NUM_STAGES": 3,
     "PATCH_SIZE": [7, 3, 3],
