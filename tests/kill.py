@@ -1,14 +1,24 @@
 """Killing a CLI run at one chosen syscall with strace's fault injection, and finding the syscalls to choose.
 
-`trace` runs a command once under strace and lists the main thread's calls that touch a directory;
-`kill_at` runs it again with `-e inject=NAME:signal=KILL:when=N`, N being the call's ordinal among
-the main thread's calls of that name (strace counts per thread), and checks that the kill landed there.
+The runs come from a `CliServer` (tests/kill_server.py): each is a child forked after the imports,
+which strace attaches to before the CLI's first line. `trace` runs the CLI once under strace and lists
+the main thread's calls that touch a directory; `kill_at` runs it again with
+`-e inject=NAME:signal=KILL:when=N`, N being the call's ordinal among the main thread's calls of that
+name (strace counts per thread, from the attach), and checks that the kill landed there.
 """
 
+import json
 import os
+import queue
 import re
 import shutil
+import signal
 import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -58,9 +68,77 @@ def _inside(name, args, directory, pid):
     return entry if staged and (staged[1] == pid or name in ("unlinkat", "unlink", "rmdir")) else None
 
 
-def _strace(*options):
-    # Not --seccomp-bpf: with it, strace 6.1 misses the injection after the traced process forks.
-    return [STRACE, "-f", "-qq", "-y", *options]
+class CliServer:
+    """tests/kill_server.py in its own process: CLI runs as forked children, each traced from its first line.
+
+    One run at a time; a sweep keeps one server per run it makes side by side.
+    """
+
+    def __init__(self):
+        # No Python bytecode written (it would add writes), quiet TensorFlow: the server's runs inherit both.
+        env = {**os.environ, "PYTHONDONTWRITEBYTECODE": "1", "TF_CPP_MIN_LOG_LEVEL": "3"}
+        self._process = subprocess.Popen([sys.executable, "-m", "tests.kill_server"], cwd=Path(__file__).parents[1],
+                                         env=env, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+
+    def _answer(self, field):
+        line = self._process.stdout.readline()
+        assert line, f"tests/kill_server.py ended (exit {self._process.poll()}): its stderr is the test's"
+        return json.loads(line)[field]
+
+    def run(self, argv: list[str], cwd: Path, strace_options: tuple[str, ...] = ()) -> tuple[int, int]:
+        """Runs `convert.py ARGV` in `cwd` (output in cwd/run.out), under strace with these options if any.
+
+        Returns the run's pid and its return code (negative: the signal that ended it).
+        """
+        request = {"argv": argv, "cwd": str(cwd), "output": str(Path(cwd) / "run.out")}
+        self._process.stdin.write(json.dumps(request) + "\n")
+        self._process.stdin.flush()
+        pid = self._answer("pid")
+        tracer = None
+        if strace_options:
+            # Not --seccomp-bpf: with it, strace 6.1 misses the injection after the traced process forks.
+            tracer = subprocess.Popen([STRACE, "-f", "-qq", "-y", *strace_options, "-p", str(pid)])
+            _wait_for_tracer(pid, tracer)
+        os.kill(pid, signal.SIGCONT)
+        returncode = self._answer("returncode")
+        if tracer:
+            tracer.wait(timeout=60)
+        return pid, returncode
+
+    def close(self) -> None:
+        self._process.stdin.close()
+        self._process.wait(timeout=60)
+
+
+class ServerPool:
+    """`size` CLI servers, started side by side; `borrow` hands out a free one for one run."""
+
+    def __init__(self, size: int):
+        with ThreadPoolExecutor(size) as pool:
+            self._servers = list(pool.map(lambda _: CliServer(), range(size)))
+        self._free = queue.Queue()
+        for server in self._servers:
+            self._free.put(server)
+
+    @contextmanager
+    def borrow(self) -> Iterator[CliServer]:
+        server = self._free.get()
+        try:
+            yield server
+        finally:
+            self._free.put(server)
+
+    def close(self) -> None:
+        for server in self._servers:
+            server.close()
+
+
+def _wait_for_tracer(pid, tracer, timeout=60.0):
+    deadline = time.monotonic() + timeout
+    while "TracerPid:\t0\n" in Path(f"/proc/{pid}/status").read_text():
+        assert tracer.poll() is None, f"strace could not attach to {pid} (exit {tracer.returncode})"
+        assert time.monotonic() < deadline, f"strace did not attach to {pid} in {timeout} s"
+        time.sleep(0.01)
 
 
 def _normalized(args, directory):
@@ -73,11 +151,10 @@ def _normalized(args, directory):
     return re.sub(r"\b\d+<", "<", args)
 
 
-def _main_thread_calls(log, directory, names):
+def _main_thread_calls(log, directory, names, main_pid):
     lines = [m for m in map(LINE.match, Path(log).read_text().splitlines()) if m]
-    execs = [line["pid"] for line in lines if line["name"] == "execve"]
-    assert execs, f"no execve line in {log}: strace's output format is not the one this parser reads"
-    main_pid = execs[0]  # strace starts the command first
+    assert any(line["pid"] == main_pid for line in lines), (
+        f"no line of pid {main_pid} in {log}: strace's output format is not the one this parser reads")
     counts, calls = {}, []
     for line in lines:
         if line["pid"] != main_pid or line["name"] not in names:
@@ -89,13 +166,12 @@ def _main_thread_calls(log, directory, names):
     return calls
 
 
-def trace(command: list[str], directory: Path, cwd: Path, env: dict | None = None) -> list[Call]:
+def trace(server: CliServer, argv: list[str], directory: Path, cwd: Path) -> list[Call]:
     """The main thread's calls of `SYSCALLS` whose arguments name a path in `directory`, in order."""
     log = Path(cwd) / "strace.log"
-    run = subprocess.run([*_strace("-o", str(log), "-e", "trace=execve," + ",".join(SYSCALLS)), *command],
-                         cwd=cwd, env=env, capture_output=True, text=True, timeout=900)
-    assert run.returncode == 0, run.stderr[-3000:]
-    return _main_thread_calls(log, directory, SYSCALLS)
+    pid, returncode = server.run(argv, cwd, ("-o", str(log), "-e", "trace=" + ",".join(SYSCALLS)))
+    assert returncode == 0, (Path(cwd) / "run.out").read_text()[-3000:]
+    return _main_thread_calls(log, directory, SYSCALLS, str(pid))
 
 
 def kill_points(calls: list[Call], every_write: bool = False) -> list[Call]:
@@ -119,18 +195,17 @@ def kill_points(calls: list[Call], every_write: bool = False) -> list[Call]:
     return sorted(chosen, key=calls.index)
 
 
-def kill_at(command: list[str], call: Call, directory: Path, cwd: Path, env: dict | None = None) -> None:
-    """Runs `command` (writing into `directory`) and kills it with SIGKILL on entering `call`.
+def kill_at(server: CliServer, argv: list[str], call: Call, directory: Path, cwd: Path) -> None:
+    """Runs `convert.py ARGV` (writing into `directory`) and kills it with SIGKILL on entering `call`.
 
     Checks that the kill landed on that call: strace counts per thread, so another thread's calls of
     the same name could otherwise take the count.
     """
     log = Path(cwd) / f"kill-{call.name}-{call.ordinal}.log"
     inject = f"inject={call.name}:signal=KILL:when={call.ordinal}"
-    run = subprocess.run([*_strace("-o", str(log), "-e", f"trace=execve,{call.name}", "-e", inject), *command],
-                         cwd=cwd, env=env, capture_output=True, text=True, timeout=900)
-    assert run.returncode in (-9, 137), (call.describe(), run.returncode, run.stderr[-2000:])
-    calls = _main_thread_calls(log, directory, (call.name,))
+    pid, returncode = server.run(argv, cwd, ("-o", str(log), "-e", f"trace={call.name}", "-e", inject))
+    assert returncode == -signal.SIGKILL, (call.describe(), returncode, (Path(cwd) / "run.out").read_text()[-2000:])
+    calls = _main_thread_calls(log, directory, (call.name,), str(pid))
     assert calls and calls[-1].ordinal == call.ordinal, (call.describe(), calls[-1:])
     assert _target(calls[-1]) == _target(call), (call.describe(), calls[-1].describe())
 
@@ -140,8 +215,3 @@ def _target(call):
     if call.name in WRITES:
         return call.args.split(">")[0]
     return re.sub(r"(\) = .*| <unfinished \.\.\.>)$", "", call.args)
-
-
-def kill_safety_env() -> dict:
-    """The environment of the runs: no Python bytecode written (it would add writes), quiet TensorFlow."""
-    return {**os.environ, "PYTHONDONTWRITEBYTECODE": "1", "TF_CPP_MIN_LOG_LEVEL": "3"}

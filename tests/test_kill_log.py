@@ -14,6 +14,6 @@ def test_the_log_is_read_with_short_and_long_pids(tmp_path):
         f'2066  rename("{out}/.tiny.w2066-89abcdef", "{out}/tiny.pth") = 0\n'
         f'32660 rename("{out}/c", "{out}/d") = 0\n'
     )
-    calls = _main_thread_calls(log, out, ("rename",))
+    calls = _main_thread_calls(log, out, ("rename",), "2066")
     assert [(call.ordinal, call.args) for call in calls] == [
         (1, '"OUT/.tiny.w*", "OUT/tiny.pth") = 0'), (2, '"OUT/.tiny.w*", "OUT/tiny.pth") = 0')]

@@ -9,7 +9,6 @@ never a mix and never neither when there was one before; the next write removes 
 import json
 import os
 import shutil
-import sys
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -20,9 +19,9 @@ from converter.export import record_export
 from cvt_spec import ArtifactNotFound, OutputError
 from cvt_spec.artifacts import path_sha256, read_manifest
 from cvt_spec.atomic import remove_stale
-from tests.conftest import REPO, TINY_SPEC, visible_names
+from tests.conftest import TINY_SPEC, visible_names
 from tests.corpus import record
-from tests.kill import STRACE, kill_at, kill_points, kill_safety_env, trace
+from tests.kill import STRACE, ServerPool, kill_at, kill_points, trace
 
 # Minutes of runs (one per kill point): in the slow tier, with the full-size runs.
 pytestmark = pytest.mark.slow
@@ -36,17 +35,32 @@ PARALLEL = 2
 
 
 def _convert(workdir, out, seed):
-    return [sys.executable, str(REPO / "convert.py"), "--spec", str(workdir / "spec.json"), "--num-classes", "10",
-            "--res", "48", "--synthetic", "--no-parity", "--seed", str(seed), "--out", str(out), "--name", "tiny"]
+    return ["--spec", str(workdir / "spec.json"), "--num-classes", "10", "--res", "48", "--synthetic", "--no-parity",
+            "--seed", str(seed), "--out", str(out), "--name", "tiny"]
 
 
 @pytest.fixture(scope="module")
-def workdir(tmp_path_factory):
+def servers():
+    """One CLI server per run made side by side (tests/kill.py): the runs start after the imports."""
+    pool = ServerPool(PARALLEL)
+    yield pool
+    pool.close()
+
+
+def _run(servers, argv, cwd):
+    """`convert.py ARGV` in `cwd`, untraced; fails on a non-zero exit."""
+    with servers.borrow() as server:
+        _, returncode = server.run(argv, cwd)
+    assert returncode == 0, (Path(cwd) / "run.out").read_text()[-3000:]
+
+
+@pytest.fixture(scope="module")
+def workdir(tmp_path_factory, servers):
     """A SPEC file and two complete artifacts of it (seeds 0 and 1), written by the CLI."""
     root = tmp_path_factory.mktemp("kill")
     (root / "spec.json").write_text(json.dumps(TINY_SPEC))
     for seed in (0, 1):
-        assert os.system(" ".join(_convert(root, root / f"seed{seed}", seed)) + " > /dev/null") == 0
+        _run(servers, _convert(root, root / f"seed{seed}", seed), root)
     return root
 
 
@@ -54,7 +68,7 @@ def _manifests(workdir):
     return {seed: read_manifest(workdir / f"seed{seed}" / "tiny") for seed in (0, 1)}
 
 
-def _sweep(workdir, name, command, prepare, check):
+def _sweep(servers, workdir, name, command, prepare, check):
     """Traces `command(out)` on a prepared directory, then kills a run at each point and checks the result.
 
     Returns the kill points, for the table in the closing note.
@@ -63,7 +77,8 @@ def _sweep(workdir, name, command, prepare, check):
     traced = base / "trace"
     traced.mkdir(parents=True)
     prepare(traced / "out")
-    points = kill_points(trace(command(traced / "out"), traced / "out", traced, kill_safety_env()), EVERY_WRITE)
+    with servers.borrow() as server:
+        points = kill_points(trace(server, command(traced / "out"), traced / "out", traced), EVERY_WRITE)
     assert points
 
     def kill_one(index_and_point):
@@ -71,7 +86,8 @@ def _sweep(workdir, name, command, prepare, check):
         run = base / f"k{index:03d}"
         run.mkdir()
         prepare(run / "out")
-        kill_at(command(run / "out"), point, run / "out", run, kill_safety_env())
+        with servers.borrow() as server:
+            kill_at(server, command(run / "out"), point, run / "out", run)
         held = check(run / "out")
         record(f"kill {name}: {point.describe()}", "SIGKILL", held)
         return point, held
@@ -140,7 +156,7 @@ CONVERSIONS = {
 
 
 @pytest.mark.parametrize("case", list(CONVERSIONS))
-def test_a_conversion_killed_at_any_point_leaves_the_old_or_the_new_artifact(workdir, case):
+def test_a_conversion_killed_at_any_point_leaves_the_old_or_the_new_artifact(servers, workdir, case):
     make_prepare, allowed = CONVERSIONS[case]
     manifests = _manifests(workdir)
 
@@ -150,8 +166,8 @@ def test_a_conversion_killed_at_any_point_leaves_the_old_or_the_new_artifact(wor
         _cleaned_up(out, state)
         return state
 
-    results = _sweep(workdir, case.replace(" ", "-"), lambda out: _convert(workdir, out, 1), make_prepare(workdir),
-                     check)
+    results = _sweep(servers, workdir, case.replace(" ", "-"), lambda out: _convert(workdir, out, 1),
+                     make_prepare(workdir), check)
     states = [held for _, held in results]
     # Every outcome possible happens: kill points before the switch keep the old state, those after hold
     # the new one, in that order (never back to the old).
@@ -159,9 +175,8 @@ def test_a_conversion_killed_at_any_point_leaves_the_old_or_the_new_artifact(wor
     assert states == sorted(states, key=lambda held: held == "seed 1"), states
 
 
-def _export(workdir, artifact_dir, export_format):
-    return [sys.executable, str(REPO / "convert.py"), "export", str(artifact_dir / "tiny"), "--format", export_format,
-            "--samples", "2", "--force"]
+def _export(artifact_dir, export_format):
+    return ["export", str(artifact_dir / "tiny"), "--format", export_format, "--samples", "2", "--force"]
 
 
 def _export_state(out, export_format, previous):
@@ -184,12 +199,12 @@ def _export_state(out, export_format, previous):
 
 
 @pytest.mark.parametrize("export_format", ["pth", "saved_model"])
-def test_an_export_killed_at_any_point_leaves_the_old_or_the_new_export(workdir, export_format):
+def test_an_export_killed_at_any_point_leaves_the_old_or_the_new_export(servers, workdir, export_format):
     source = workdir / f"export-{export_format}-source"
     shutil.copytree(workdir / "seed0", source, symlinks=True)
     previous_path = source / ("tiny.pth" if export_format == "pth" else "tiny.saved_model")
     if export_format == "saved_model":  # an export to replace: the case where a directory is switched
-        assert os.system(" ".join(_export(workdir, source, export_format)) + " > /dev/null") == 0
+        _run(servers, _export(source, export_format), workdir)
         # Marked, so that the old export differs from the new one even where the writer is deterministic.
         (previous_path / "assets.extra").mkdir(exist_ok=True)
         (previous_path / "assets.extra" / "previous").write_text("the export to replace\n")
@@ -204,7 +219,7 @@ def test_an_export_killed_at_any_point_leaves_the_old_or_the_new_export(workdir,
         assert all(name.startswith((".tiny.current", ".tiny.w", ".tiny.saved_model.w")) for name in hidden), hidden
         return state
 
-    results = _sweep(workdir, f"export-{export_format}", lambda out: _export(workdir, out, export_format),
+    results = _sweep(servers, workdir, f"export-{export_format}", lambda out: _export(out, export_format),
                      _copy(source), check)
     assert {held for _, held in results} == ({"old", "new"} if previous else {"none", "new"})
 
