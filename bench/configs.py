@@ -15,6 +15,7 @@ GRAPH = "tf-function"
 LIVE = "tf-live"
 XLA = "tf-xla"
 TFLITE = "tflite"
+OPENVINO_EXPORT = "openvino-export"
 # What a Keras user writes by habit, with TensorFlow's own threading (no call of ours).
 HABIT_FUNCTION = "habit-function"
 HABIT_PREDICT = "habit-predict"
@@ -34,7 +35,7 @@ ONNXRUNTIME = "onnxruntime"
 OPENVINO = "openvino"
 LITERT_TORCH = "litert-torch"
 PEERS = (ONNXRUNTIME, OPENVINO, LITERT_TORCH)
-SYSTEMS = (TORCH, EAGER, GRAPH, LIVE, XLA, TFLITE, *HABITS, *ADVISED, KERAS_JAX, KERAS_TORCH, *PEERS)
+SYSTEMS = (TORCH, EAGER, GRAPH, LIVE, XLA, TFLITE, OPENVINO_EXPORT, *HABITS, *ADVISED, KERAS_JAX, KERAS_TORCH, *PEERS)
 # Ours: every system that runs the converted artifact (the others are the baseline and the peers).
 OURS = tuple(s for s in SYSTEMS if s != TORCH and s not in PEERS)
 # The other Keras backends, each in a worker with KERAS_BACKEND set.
@@ -46,6 +47,7 @@ SYSTEM_LABELS = {
     LIVE: "tf.function over the live variables (model.predict, SavedModel export)",
     XLA: "tf.function(jit_compile=True)",
     TFLITE: "our TFLite export (frozen inference_function), LiteRT interpreter, XNNPack",
+    OPENVINO_EXPORT: "our OpenVINO export (the same frozen graph), OpenVINO CPU, f32 forced",
     **{habit: f"by habit: {call}, TF default threads" for habit, call in HABIT_CALLS.items()},
     **{advised: f"{HABIT_CALLS[habit]} after cvt_tf.set_cpu_threads(cores)" for advised, habit in ADVISED.items()},
     KERAS_JAX: "model.predict under KERAS_BACKEND=jax",
@@ -56,12 +58,17 @@ SYSTEM_LABELS = {
 }
 # Systems timed in the LiteRT interpreter (ai_edge_litert), in the runtimes worker with the peers.
 LITERT_SYSTEMS = (TFLITE, LITERT_TORCH)
+# Our exports, written by bench.worker_tf and timed by bench.worker_runtimes; they take NHWC inputs.
+EXPORTS = (TFLITE, OPENVINO_EXPORT)
 
 
 def export_file(workdir: str, group: str, system: str, batch: int) -> str:
-    """Where the bench writes the file `system` runs for one config: a .tflite, or the shared ONNX file."""
+    """Where the bench writes the file `system` runs for one config: a .tflite, the shared ONNX file, or
+    our OpenVINO export's directory (open batch, one for every batch size)."""
     if system in (ONNXRUNTIME, OPENVINO):
         return f"{workdir}/{group}-b{batch}.onnx"
+    if system == OPENVINO_EXPORT:
+        return f"{workdir}/{group}.openvino"
     return f"{workdir}/{group}-{system}-b{batch}.tflite"
 
 
@@ -71,7 +78,7 @@ def worker_of(system: str) -> str:
         return "torch"
     if system in KERAS_BACKENDS:
         return "keras"
-    return "runtimes" if system in PEERS or system in LITERT_SYSTEMS else "tf"
+    return "runtimes" if system in PEERS or system in EXPORTS else "tf"
 
 
 @dataclass(frozen=True)
@@ -91,16 +98,16 @@ class Group:
         return dict(self.skip).get(system)
 
 
-W24_TFLITE_SKIP = (
-    TFLITE,
-    "converting cvt-w24 to TFLite freezes the graph and needs more than 24 GB of RAM (measured, "
-    "see shared TRAPS); skipped to keep the bench within the machine",
-)
+W24_TFLITE = ("converting cvt-w24 to TFLite freezes the graph and needs more than 24 GB of RAM (measured, "
+              "see shared TRAPS); skipped to keep the bench within the machine")
+W24_OPENVINO = ("our OpenVINO export starts from the same frozen graph (freezing cvt-w24 alone: 218 s, 12.5 GB); "
+                "not run at cvt-w24")
+W24_EXPORT_SKIP = ((TFLITE, W24_TFLITE), (OPENVINO_EXPORT, W24_OPENVINO))
 
 FULL = (
     Group("cvt-13", 224, (1, 8)),
     Group("cvt-21", 384, (1, 8)),
-    Group("cvt-w24", 384, (1,), skip=(W24_TFLITE_SKIP,)),
+    Group("cvt-w24", 384, (1,), skip=W24_EXPORT_SKIP),
 )
 QUICK = (Group("cvt-13", 112, (1,)),)
 

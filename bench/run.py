@@ -17,7 +17,18 @@ import time
 from pathlib import Path
 
 from bench import report
-from bench.configs import FULL, KERAS_BACKENDS, LITERT_TORCH, PEERS, QUICK, SYSTEM_LABELS, SYSTEMS, TFLITE, worker_of
+from bench.configs import (
+    FULL,
+    KERAS_BACKENDS,
+    LITERT_TORCH,
+    OPENVINO_EXPORT,
+    PEERS,
+    QUICK,
+    SYSTEM_LABELS,
+    SYSTEMS,
+    TFLITE,
+    worker_of,
+)
 
 REPO = Path(__file__).resolve().parents[1]
 WORKER_TIMEOUT_S = 1800
@@ -93,7 +104,7 @@ class Bench:
         return result, code, seconds, rss
 
     def prepare(self, group) -> tuple[dict, dict]:
-        """Synthetic checkpoint -> convert.py (timed) -> TFLite flatbuffers (timed)."""
+        """Synthetic checkpoint -> convert.py (timed) -> our TFLite and OpenVINO exports (timed) -> peer exports."""
         base = {"group": group.name, "variant": group.variant, "resolution": group.resolution, "round": 0,
                 "seed": 0, "batches": list(group.batches), "calls": self.args.calls}
         checkpoint = self.workdir / f"{group.name}.pth"
@@ -112,6 +123,11 @@ class Bench:
             conversion["tflite"] = {"exit_code": code, "seconds": seconds, "peak_rss_mb": rss,
                                     **({"convert_s": result["convert_s"], "bytes": result["bytes"]} if result else {})}
             print(f"  TFLite {group.name}: {seconds:.1f} s, peak RSS {rss:.0f} MB (exit {code})")
+        if OPENVINO_EXPORT in self.args.systems and not group.skipped(OPENVINO_EXPORT):
+            result, code, seconds, rss = self.worker("tf", {**base, "task": "openvino"})
+            conversion["openvino"] = {"exit_code": code, "seconds": seconds, "peak_rss_mb": rss,
+                                      **({"convert_s": result["convert_s"]} if result else {})}
+            print(f"  OpenVINO IR {group.name}: {seconds:.1f} s, peak RSS {rss:.0f} MB (exit {code})")
         if any(system in self.args.systems for system in PEERS):
             result, code, seconds, rss = self.worker("torch", {**base, "task": "peers"})
             conversion["peers"] = {"exit_code": code, "seconds": seconds, "peak_rss_mb": rss,

@@ -1,15 +1,17 @@
 """Bench worker for the runtimes: ONNX Runtime, OpenVINO, and the LiteRT interpreter (XNNPack).
 
-The LiteRT interpreter runs both .tflite files, ours and litert-torch's, with the same threads.
-Imports neither PyTorch nor TensorFlow; inputs stay NCHW except for our NHWC .tflite.
+The LiteRT interpreter runs both .tflite files, ours and litert-torch's, with the same threads; OpenVINO
+runs both its inputs, the ONNX file of official_ref and our IR, with the same settings. Imports neither
+PyTorch nor TensorFlow; inputs stay NCHW except for our NHWC exports.
 """
 
 from collections.abc import Callable
 
 import numpy as np
 
-from bench.configs import LITERT_TORCH, ONNXRUNTIME, OPENVINO, TFLITE, export_file
+from bench.configs import EXPORTS, LITERT_TORCH, ONNXRUNTIME, OPENVINO, OPENVINO_EXPORT, TFLITE, export_file
 from bench.timing import read_job, time_batches
+from cvt_spec.artifacts import OPENVINO_FLOAT32, OPENVINO_XML
 
 
 def onnxruntime_session(path: str, threads: int, batch: int) -> tuple[Callable, dict]:
@@ -25,14 +27,21 @@ def onnxruntime_session(path: str, threads: int, batch: int) -> tuple[Callable, 
 
 
 def openvino_model(path: str, threads: int, batch: int) -> tuple[Callable, dict]:
-    """f32 forced: on a CPU with AMX, OpenVINO would otherwise compute in bf16. Settings read back."""
+    """f32 forced: on a CPU with AMX, OpenVINO would otherwise compute in bf16. Settings read back.
+
+    `path`: the ONNX file (fixed batch), or our export's directory (open batch, reshaped to `batch`).
+    """
     import openvino
 
-    compiled = openvino.Core().compile_model(path, "CPU", {
-        "INFERENCE_NUM_THREADS": threads, "INFERENCE_PRECISION_HINT": "f32", "PERFORMANCE_HINT": "LATENCY",
+    core = openvino.Core()
+    model = core.read_model(f"{path}/{OPENVINO_XML}" if path.endswith(".openvino") else path)
+    if model.inputs[0].get_partial_shape()[0].is_dynamic:
+        model.reshape([batch, *model.inputs[0].get_partial_shape()[1:]])
+    compiled = core.compile_model(model, "CPU", {
+        "INFERENCE_NUM_THREADS": threads, **OPENVINO_FLOAT32, "PERFORMANCE_HINT": "LATENCY",
     })
     request = compiled.create_infer_request()
-    settings = {"openvino": openvino.__version__,
+    settings = {"openvino": openvino.__version__, "input_shape": list(compiled.inputs[0].get_shape()),
                 **{key: str(compiled.get_property(key)) for key in
                    ("INFERENCE_NUM_THREADS", "INFERENCE_PRECISION_HINT", "PERFORMANCE_HINT", "NUM_STREAMS")}}
     return lambda x: request.infer({0: x})[0].copy(), settings
@@ -58,8 +67,8 @@ def litert_interpreter(path: str, threads: int, batch: int) -> tuple[Callable, d
     return run, {"interpreter": "ai_edge_litert", "num_threads": threads, "input_shape": source["shape"].tolist()}
 
 
-RUNTIMES = {ONNXRUNTIME: onnxruntime_session, OPENVINO: openvino_model, TFLITE: litert_interpreter,
-            LITERT_TORCH: litert_interpreter}
+RUNTIMES = {ONNXRUNTIME: onnxruntime_session, OPENVINO: openvino_model, OPENVINO_EXPORT: openvino_model,
+            TFLITE: litert_interpreter, LITERT_TORCH: litert_interpreter}
 
 
 def time_runtime(job: dict) -> None:
@@ -69,7 +78,7 @@ def time_runtime(job: dict) -> None:
 
     def make_run(batch, inputs):
         run, settings[batch] = runtime(export_file(job["workdir"], job["group"], system, batch), job["threads"], batch)
-        x = np.ascontiguousarray(np.transpose(inputs, (0, 2, 3, 1)) if system == TFLITE else inputs)
+        x = np.ascontiguousarray(np.transpose(inputs, (0, 2, 3, 1)) if system in EXPORTS else inputs)
         return lambda: run(x)
 
     time_batches(job, make_run, settings)

@@ -1,7 +1,7 @@
 """Bench worker for the TensorFlow systems: eager Keras, tf.function, XLA and the habit paths.
 
-Also converts the Keras model to TFLite (timed in the LiteRT interpreter by bench.worker_runtimes)
-and measures the fp32 matmul peak. Never imports PyTorch.
+Also converts the Keras model to TFLite and to an OpenVINO IR (timed by bench.worker_runtimes) and
+measures the fp32 matmul peak. Never imports PyTorch.
 """
 
 import os
@@ -12,10 +12,22 @@ import numpy as np
 import tensorflow as tf
 
 import cvt_tf
-from bench.configs import ADVISED, EAGER, GRAPH, HABIT_FUNCTION, HABIT_PREDICT, HABITS, LIVE, TFLITE, XLA, export_file
+from bench.configs import (
+    ADVISED,
+    EAGER,
+    GRAPH,
+    HABIT_FUNCTION,
+    HABIT_PREDICT,
+    HABITS,
+    LIVE,
+    OPENVINO_EXPORT,
+    TFLITE,
+    XLA,
+    export_file,
+)
 from bench.timing import read_job, time_batches, write_result
 from cvt_tf.model import GRAPH_OPTIONS
-from cvt_tf.tf_formats import tflite_flatbuffer
+from cvt_tf.tf_formats import tflite_flatbuffer, write_openvino
 
 MATMUL_SIZE = 2048
 MATMUL_CALLS = 10
@@ -113,6 +125,16 @@ def convert_tflite(job: dict) -> None:
     write_result(job, {"convert_s": seconds, "bytes": sizes})
 
 
+def convert_openvino(job: dict) -> None:
+    """Writes our OpenVINO IR (open batch): what `convert.py export --format openvino` writes."""
+    set_threads(job)
+    model = cvt_tf.load_artifact(job["artifact"])
+    started = time.perf_counter()
+    write_openvino(model, export_file(job["workdir"], job["group"], OPENVINO_EXPORT, 0), job["resolution"],
+                   job["resolution"])
+    write_result(job, {"convert_s": time.perf_counter() - started})
+
+
 def matmul_peak(job: dict) -> None:
     """GFLOP/s of a large fp32 matmul with the bench's threads: the denominator of `% of peak`."""
     threads = set_threads(job)
@@ -133,4 +155,4 @@ def matmul_peak(job: dict) -> None:
 
 if __name__ == "__main__":
     job = read_job()
-    {"time": time_tf, "tflite": convert_tflite, "matmul": matmul_peak}[job["task"]](job)
+    {"time": time_tf, "tflite": convert_tflite, "openvino": convert_openvino, "matmul": matmul_peak}[job["task"]](job)

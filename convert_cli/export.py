@@ -1,4 +1,4 @@
-"""`python convert.py export ARTIFACT --format pth|tflite|saved_model`: a converted artifact in other formats.
+"""`python convert.py export ARTIFACT --format FORMAT`: a converted artifact in other formats.
 
 Each export is run back from disk against the Keras model and recorded in the artifact's manifest.
 """
@@ -9,22 +9,27 @@ import sys
 import click
 
 from convert_cli.errors import BadInput
-from convert_cli.inputs import require_pytorch
+from convert_cli.inputs import require_package, require_pytorch
 from convert_cli.plan import check_atol, parse_resolution
 from cvt_spec.artifacts import EXPORT_FORMATS, QUANTIZATIONS
 
-HELP = """Export a converted artifact as an official-layout PyTorch state dict, TFLite or SavedModel.
+HELP = """Export a converted artifact as an official-layout PyTorch state dict, TFLite, a SavedModel,
+a keras-hub preset or an OpenVINO IR.
 
 \b
   python convert.py export artifacts/cvt-13-224x224_1k.json --format pth
   python convert.py export artifacts/cvt-13-224x224_1k.json --format tflite
   python convert.py export artifacts/cvt-13-224x224_1k.json --format tflite --quantize dynamic
   python convert.py export artifacts/cvt-13-224x224_1k.json --format saved_model
+  python convert.py export artifacts/cvt-13-224x224_1k.json --format openvino
 
-Writes <name>.pth, <name>.tflite, <name>.int8.tflite or <name>.saved_model/ beside the artifact
-(or --out), only after running it back from disk: the .pth in official_ref (strict=True) and the
-others against Keras, within --atol (int8 TFLite: figures only). Appends an entry (format, sha256,
-parity figures) to the artifact's manifest. Exit codes: 0 ok, 1 parity failed, 2 bad input.
+Writes <name>.pth, <name>.tflite, <name>.int8.tflite, or the directory <name>.saved_model/,
+<name>.keras-hub/ or <name>.openvino/ (model.xml + model.bin) beside the artifact (or --out), only
+after running it back from disk: the .pth in official_ref (strict=True) and the others against Keras,
+within --atol (int8 TFLite: figures only). Appends an entry (format, sha256, parity figures) to the
+artifact's manifest. TFLite and OpenVINO have a fixed resolution (--res) and an open batch. Compile
+the IR with {"INFERENCE_PRECISION_HINT": "f32"}: on CPUs with AMX, OpenVINO otherwise computes in
+bfloat16. Exit codes: 0 ok, 1 parity failed, 2 bad input.
 """
 
 
@@ -35,7 +40,7 @@ parity figures) to the artifact's manifest. Exit codes: 0 ok, 1 parity failed, 2
               help="TFLite only: `dynamic` stores int8 weights (dynamic-range quantization).")
 @click.option("--out", type=click.Path(), help="Output file (directory for saved_model); default beside the artifact.")
 @click.option("--force", is_flag=True, help="Overwrite an existing output.")
-@click.option("--res", callback=parse_resolution, help="TFLite input resolution and parity inputs, H or HxW "
+@click.option("--res", callback=parse_resolution, help="TFLite / OpenVINO input resolution and parity inputs, H or HxW "
               "(default: the artifact's).")
 @click.option("--samples", type=click.IntRange(min=1), default=8, show_default=True,
               help="Number of seeded parity inputs.")
@@ -48,6 +53,8 @@ def export(artifact: str, export_format: str, quantize: str, out: str | None, fo
     if quantize != "none" and export_format != "tflite":  # checked before the slow imports
         raise BadInput(f"--quantize {quantize} applies to --format tflite only, got --format {export_format}")
     require_pytorch("export")
+    if export_format == "openvino":
+        require_package("openvino", "--format openvino", "OpenVINO", "openvino")
     import converter  # noqa: F401  (torch before TensorFlow)
     from converter.export import ExportJob, run_export
 

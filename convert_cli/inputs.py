@@ -59,8 +59,11 @@ def check_output_dir(out_dir) -> None:
         raise BadInput(f"--out {out_dir}: cannot create it in {existing} ({reason})")
 
 
+def require_package(module: str, what: str, package: str, extra: str) -> None:
+    """Refuses, naming the extra to install, when `what` needs `module` and it is not installed."""
+    if importlib.util.find_spec(module) is None:
+        raise BadInput(f"{what} needs {package}, which is not installed: pip install 'cvt-convert[{extra}]'")
+
+
 def require_pytorch(what: str) -> None:
-    """Refuses, naming the extra to install, when `what` needs PyTorch and it is not installed."""
-    if importlib.util.find_spec("torch") is None:
-        raise BadInput(f"{what} needs the PyTorch reference, which is not installed: "
-                       "pip install 'cvt-convert[convert]'")
+    require_package("torch", what, "the PyTorch reference", "convert")

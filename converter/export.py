@@ -1,4 +1,5 @@
-"""Exporting a converted artifact: official-layout `.pth`, TFLite and SavedModel, each checked from disk.
+"""Exporting a converted artifact: official-layout `.pth`, TFLite, SavedModel, a keras-hub preset and an
+OpenVINO IR, each checked from disk.
 
 An export never overwrites an existing output unless forced, and is recorded in the artifact's manifest.
 """
@@ -28,7 +29,16 @@ from cvt_spec.artifacts import (
 )
 from cvt_spec.atomic import write_text_file, writing
 from cvt_tf import load_artifact
-from cvt_tf.tf_formats import logits_agreement, run_saved_model, run_tflite, tflite_flatbuffer, write_saved_model
+from cvt_tf.tf_formats import (
+    OPENVINO_FLOAT32,
+    logits_agreement,
+    run_openvino,
+    run_saved_model,
+    run_tflite,
+    tflite_flatbuffer,
+    write_openvino,
+    write_saved_model,
+)
 from official_ref import load_reference
 
 
@@ -108,6 +118,11 @@ def _write_and_check(staged, model, manifest, run, job, progress):
         write_saved_model(model, staged)
         return _check_logits(run_saved_model(staged, nhwc), model, inputs, run, gated=True)
     height, width = run.resolution
+    if job.format == "openvino":
+        progress(f"converting to an OpenVINO IR at {height}x{width} (float32 weights)")
+        write_openvino(model, staged, height, width)
+        progress("running it in OpenVINO's CPU plugin, float32 forced")
+        return _check_logits(run_openvino(staged, nhwc), model, inputs, run, gated=True)
     progress(f"converting to TFLite at {height}x{width} (quantize: {job.quantize})")
     staged.write_bytes(tflite_flatbuffer(model, height, width, job.quantize))
     progress("running it in the LiteRT interpreter")
@@ -189,6 +204,8 @@ def run_export(job: ExportJob, progress=print) -> tuple[Path, dict]:
             "versions": library_versions(),
             "run": {"command": job.command, "seconds": round(time.perf_counter() - started, 1)},
         }
+        if job.format == "openvino":  # the IR cannot carry it; its parity figures hold with it
+            entry["compile_config"] = OPENVINO_FLOAT32
         # The old entry goes before the rename and the new one after: a kill in between leaves the
         # export unrecorded, never recorded with another file's sha256.
         record_export(manifest_path, entry["file"], None)

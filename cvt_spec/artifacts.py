@@ -14,9 +14,14 @@ WEIGHTS_SUFFIX = ".weights.h5"
 MANIFEST_SUFFIX = ".json"
 MANIFEST_FORMAT = "cvt-convert artifact v1"
 
-EXPORT_FORMATS = ("pth", "tflite", "saved_model", "keras-hub")
-DIRECTORY_FORMATS = ("saved_model", "keras-hub")
+EXPORT_FORMATS = ("pth", "tflite", "saved_model", "keras-hub", "openvino")
+DIRECTORY_FORMATS = ("saved_model", "keras-hub", "openvino")
 QUANTIZATIONS = ("none", "dynamic")
+# The IR inside an `export --format openvino` directory (model.xml names model.bin beside it).
+OPENVINO_XML = "model.xml"
+# On a CPU with AMX (or avx512_bf16), OpenVINO computes in bfloat16 unless told otherwise, about 1e-2
+# off the float32 logits; the IR cannot carry this setting, so whoever compiles it passes it.
+OPENVINO_FLOAT32 = {"INFERENCE_PRECISION_HINT": "f32"}
 
 
 def artifact_paths(path) -> tuple[Path, Path]:
@@ -138,8 +143,9 @@ def check_artifact_fits(manifest: dict, spec: dict, num_classes: int, has_head: 
 
 
 def default_export_path(weights_path: Path, export_format: str, quantize: str = "none") -> Path:
-    """`<name>.pth`, `.tflite`, `.int8.tflite`, `.saved_model` or `.keras-hub` (a preset) beside the weights."""
-    suffix = {"pth": ".pth", "saved_model": ".saved_model", "keras-hub": ".keras-hub"}.get(
+    """`<name>.pth`, `.tflite`, `.int8.tflite`, `.saved_model`, `.keras-hub` (a preset) or `.openvino` (an IR
+    directory) beside the weights."""
+    suffix = {"pth": ".pth", "saved_model": ".saved_model", "keras-hub": ".keras-hub", "openvino": ".openvino"}.get(
         export_format, ".int8.tflite" if quantize == "dynamic" else ".tflite"
     )
     return weights_path.with_name(artifact_name(weights_path) + suffix)

@@ -1,16 +1,19 @@
-"""SavedModel and TFLite (LiteRT) files of a Keras CvT, and running them back for parity figures.
+"""SavedModel, TFLite (LiteRT) and OpenVINO files of a Keras CvT, and running them back for parity figures.
 
 TensorFlow's TFLiteConverter writes the flatbuffer (builtin ops only); the ai-edge-litert interpreter runs it.
+OpenVINO's TensorFlow frontend reads the frozen inference graph; its CPU plugin runs the IR, in float32.
 """
 
 import tempfile
+from pathlib import Path
 
 import keras
 import numpy as np
 import tensorflow as tf
 
 from cvt_spec import InputError
-from cvt_spec.artifacts import QUANTIZATIONS
+from cvt_spec.artifacts import OPENVINO_FLOAT32, OPENVINO_XML, QUANTIZATIONS
+from cvt_tf.inference import frozen_concrete_function
 from cvt_tf.layers.options import DEFAULT_INFERENCE_STREAMS, InferenceOptions
 
 
@@ -53,6 +56,35 @@ def tflite_flatbuffer(model, height: int, width: int, quantize: str = "none") ->
         if quantize == "dynamic":
             converter.optimizations = [tf.lite.Optimize.DEFAULT]
         return converter.convert()
+
+
+def write_openvino(model, directory, height: int, width: int) -> None:
+    """The OpenVINO IR (`model.xml` + float32 `model.bin`) at a fixed resolution and open batch, in `directory`.
+
+    Converted by `openvino.convert_model` from the graph `cvt_tf.inference_function` runs: one stream,
+    weights frozen with their folds. The weights stay float32 (`save_model` would store float16).
+    """
+    import openvino
+
+    signature = _signature(model, height, width)
+    frozen = frozen_concrete_function(model, signature, InferenceOptions(streams=1, frozen_weights=True))
+    # Wrapped again for its input signature, which OpenVINO's reader takes the input's name from.
+    converted = openvino.convert_model(tf.function(lambda images: frozen(images)[0], input_signature=signature)
+                                       .get_concrete_function())
+    converted.outputs[0].get_tensor().set_names({"logits"})
+    Path(directory).mkdir(exist_ok=True)
+    openvino.save_model(converted, str(Path(directory) / OPENVINO_XML), compress_to_fp16=False)
+
+
+def run_openvino(directory, images_nhwc: np.ndarray) -> np.ndarray:
+    """Logits of an exported OpenVINO IR on a batch of NHWC images, in float32 on the CPU."""
+    import openvino
+
+    core = openvino.Core()
+    ir = core.read_model(str(Path(directory) / OPENVINO_XML))
+    ir.reshape([*images_nhwc.shape])
+    request = core.compile_model(ir, "CPU", OPENVINO_FLOAT32).create_infer_request()
+    return request.infer({0: np.ascontiguousarray(images_nhwc, np.float32)})[0].copy()
 
 
 def run_tflite(path, images_nhwc: np.ndarray, num_threads: int | None = None) -> np.ndarray:

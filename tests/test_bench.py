@@ -59,8 +59,11 @@ def test_quick_bench_writes_table_json_and_chart(tmp_path):
     for advised in ADVISED:
         assert (group["threads"][advised]["tf.intra_op"], group["threads"][advised]["tf.inter_op"]) == (1, 2)
     # The peers' settings, read back from each runtime: OpenVINO computes in f32, not bf16.
-    openvino, = group["threads"]["openvino"].values()
-    assert "float32" in openvino["INFERENCE_PRECISION_HINT"] and openvino["INFERENCE_NUM_THREADS"] == "2"
+    for system, input_shape in (("openvino", [1, 3, 112, 112]), ("openvino-export", [1, 112, 112, 3])):
+        openvino, = group["threads"][system].values()
+        assert "float32" in openvino["INFERENCE_PRECISION_HINT"] and openvino["INFERENCE_NUM_THREADS"] == "2"
+        assert openvino["input_shape"] == input_shape, system
+    assert group["conversion"]["openvino"]["exit_code"] == 0
     onnxruntime, = group["threads"]["onnxruntime"].values()
     assert onnxruntime["intra_op_num_threads"] == 2 and onnxruntime["providers"] == ["CPUExecutionProvider"]
     for system in LITERT_SYSTEMS:

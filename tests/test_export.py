@@ -1,8 +1,10 @@
 """Exports out of an artifact: the official .pth round trip, fine-tuned weights back in official_ref,
-TFLite and SavedModel run back from disk, manifest entries, and no silent overwrite."""
+TFLite, SavedModel and OpenVINO run back from disk, manifest entries, and no silent overwrite."""
 
 import json
 import shutil
+import subprocess
+import sys
 
 import keras
 import numpy as np
@@ -18,7 +20,7 @@ from cvt_spec.artifacts import EXPORT_FORMATS, artifact_paths, default_export_pa
 from cvt_tf import load_artifact
 from cvt_tf.tf_formats import run_saved_model, run_tflite
 from official_ref.model import ConvolutionalVisionTransformer
-from tests.conftest import run_cli
+from tests.conftest import REPO, run_cli
 
 
 def quiet(_):
@@ -144,6 +146,37 @@ def test_saved_model_runs_any_resolution(artifact):
     np.testing.assert_allclose(run_saved_model(out, images), np.asarray(load_artifact(artifact)(images)), atol=1e-4)
 
 
+def test_openvino_ir_matches_keras_in_float32_read_back_by_openvino(artifact):
+    import openvino
+
+    out, entry = run_export(ExportJob(artifact=artifact, format="openvino"), progress=quiet)
+    assert out.name == "tiny.openvino" and sorted(p.name for p in out.iterdir()) == ["model.bin", "model.xml"]
+    assert entry["parity"]["passed"] and entry["parity"]["logits_max_abs"] < 1e-4
+    assert entry["compile_config"] == {"INFERENCE_PRECISION_HINT": "f32"}
+    assert (entry["resolution"], entry["sha256"]) == ([64, 64], path_sha256(out))
+    assert _manifest(artifact)["exports"] == [entry]
+    # Independently: OpenVINO's own reader, at another batch, on other inputs, against a fresh Keras model.
+    core = openvino.Core()
+    ir = core.read_model(str(out / "model.xml"))
+    constants = [op for op in ir.get_ops() if op.get_type_name() == "Constant"]
+    assert {op.get_element_type().get_type_name() for op in constants} <= {"f32", "i32", "i64"}, "weights not f32"
+    ir.reshape([3, 64, 64, 3])
+    compiled = core.compile_model(ir, "CPU", entry["compile_config"])
+    assert str(compiled.get_property("INFERENCE_PRECISION_HINT")) == "<Type: 'float32'>"
+    images = np.transpose(parity_inputs(64, 64, batch=3, seed=11), (0, 2, 3, 1))
+    logits = compiled.create_infer_request().infer({"images": images})["logits"]
+    np.testing.assert_allclose(logits, np.asarray(load_artifact(artifact)(images)), atol=1e-4)
+
+
+def test_cli_export_openvino_names_the_extra_when_openvino_is_missing(artifact, tmp_path):
+    hide_openvino = ("import sys; sys.modules['openvino'] = None; import convert_cli.app as app; "
+                     "app.run(sys.argv[1:])")
+    result = subprocess.run([sys.executable, "-c", hide_openvino, "export", str(artifact), "--format", "openvino"],
+                            cwd=REPO, capture_output=True, text=True, timeout=300)
+    _one_line_error(result, 2, "--format openvino needs OpenVINO", "pip install 'cvt-convert[openvino]'")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["tiny.json", "tiny.weights.h5"]
+
+
 def test_existing_output_is_refused_unless_forced(artifact, tmp_path):
     out = tmp_path / "mine.pth"
     out.write_bytes(b"keep me")
@@ -170,9 +203,10 @@ def test_failed_parity_leaves_nothing(artifact, tmp_path):
 def test_default_output_names(tmp_path):
     weights = tmp_path / "cvt-13-224x224_1k.weights.h5"
     assert [default_export_path(weights, f, q).name for f, q in
-            [("pth", "none"), ("tflite", "none"), ("tflite", "dynamic"), ("saved_model", "none")]] == [
+            [("pth", "none"), ("tflite", "none"), ("tflite", "dynamic"), ("saved_model", "none"),
+             ("keras-hub", "none"), ("openvino", "none")]] == [
         "cvt-13-224x224_1k.pth", "cvt-13-224x224_1k.tflite", "cvt-13-224x224_1k.int8.tflite",
-        "cvt-13-224x224_1k.saved_model",
+        "cvt-13-224x224_1k.saved_model", "cvt-13-224x224_1k.keras-hub", "cvt-13-224x224_1k.openvino",
     ]
 
 
