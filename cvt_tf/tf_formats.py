@@ -61,13 +61,16 @@ def tflite_flatbuffer(model, height: int, width: int, quantize: str = "none") ->
 def write_openvino(model, directory, height: int, width: int) -> None:
     """The OpenVINO IR (`model.xml` + float32 `model.bin`) at a fixed resolution and open batch, in `directory`.
 
-    Converted by `openvino.convert_model` from the graph `cvt_tf.inference_function` runs: one stream,
-    weights frozen with their folds. The weights stay float32 (`save_model` would store float16).
+    Converted by `openvino.convert_model` from the graph `cvt_tf.inference_function` runs (one stream,
+    weights frozen with their folds), its linear layers adding their bias after the reshape to tokens,
+    where OpenVINO fuses it into the matmul with the activation. The weights stay float32
+    (`save_model` would store float16).
     """
     import openvino
 
     signature = _signature(model, height, width)
-    frozen = frozen_concrete_function(model, signature, InferenceOptions(streams=1, frozen_weights=True))
+    options = InferenceOptions(streams=1, frozen_weights=True, dense_bias_before_reshape=False)
+    frozen = frozen_concrete_function(model, signature, options)
     # Wrapped again for its input signature, which OpenVINO's reader takes the input's name from.
     converted = openvino.convert_model(tf.function(lambda images: frozen(images)[0], input_signature=signature)
                                        .get_concrete_function())

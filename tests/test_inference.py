@@ -37,6 +37,34 @@ def test_inference_function_matches_reference(case, freeze):
     np.testing.assert_allclose(actual, _logits(reference, inputs), atol=1e-4, rtol=0)
 
 
+def _biases_on_matmul_rows(model, options, shape) -> int:
+    """Bias adds fed straight by a matmul in the traced inference graph of `model` under `options`."""
+    import tensorflow as tf
+
+    graph = tf.function(lambda x: model(x, training=False, options=options)).get_concrete_function(
+        tf.TensorSpec(shape, tf.float32)).graph
+    return sum(op.type in ("AddV2", "BiasAdd") and op.inputs[0].op.type == "MatMul" for op in graph.get_operations())
+
+
+@pytest.mark.parametrize("frozen_weights", [True, False], ids=["frozen-folds", "live-folds"])
+@pytest.mark.parametrize("streams", [1, 2])
+@pytest.mark.parametrize("case", sorted(CASES))
+def test_biases_after_the_reshape_give_every_stage_output(case, streams, frozen_weights):
+    """`dense_bias_before_reshape=False` (the OpenVINO export's graph) moves every token-wise bias, same outputs."""
+    reference, model = ported_pair(CASES[case], seed=5)
+    inputs = parity_inputs(61, 75, batch=1, seed=8)
+    nhwc = np.transpose(inputs, (0, 2, 3, 1))
+    before = cvt_tf.InferenceOptions(streams=streams, frozen_weights=frozen_weights)
+    after = cvt_tf.InferenceOptions(streams=streams, frozen_weights=frozen_weights, dense_bias_before_reshape=False)
+    expected, whole = reference_outputs(reference, inputs), model.forward_stages(nhwc, training=False, options=before)
+    for name, value in model.forward_stages(nhwc, training=False, options=after).items():
+        np.testing.assert_allclose(value, whole[name], atol=1e-5, rtol=0, err_msg=name)
+        np.testing.assert_allclose(value, expected[name], atol=1e-4, rtol=0, err_msg=name)
+    # Only the head's bias (on the pooled features) stays on a matmul's rows.
+    assert _biases_on_matmul_rows(model, before, (1, 61, 75, 3)) > 1
+    assert _biases_on_matmul_rows(model, after, (1, 61, 75, 3)) == 1
+
+
 def test_inference_function_channels_first_and_any_batch():
     spec = normalize_spec(tiny_spec())
     reference, model = ported_pair(spec)

@@ -7,7 +7,7 @@ import keras
 from keras import layers, ops
 
 from cvt_spec.stages import query_method
-from cvt_tf.layers.common import ConfiguredLayer, dense_2d, flatten_grid, linear_initializer, reshape_batch
+from cvt_tf.layers.common import ConfiguredLayer, flatten_grid, linear_initializer, reshape_batch, token_dense
 from cvt_tf.layers.options import WHOLE, InferenceOptions
 from cvt_tf.layers.projection import ConvProjection
 
@@ -68,16 +68,16 @@ class ConvAttention(ConfiguredLayer):
         self.proj.build((None, None, self.dim))
 
     def call(self, tokens, height, width, training=None, options: InferenceOptions = WHOLE):
-        q, keys, v = self._projected(tokens, height, width, training)
-        return self._output(q, keys, v, training, options.query_chunk)
+        q, keys, v = self._projected(tokens, height, width, training, options)
+        return self._output(q, keys, v, training, options)
 
     def call_in_parts(self, parts: list, height, width, options: InferenceOptions = WHOLE) -> list:
         """Inference on token rows held in slices: the output rows in the same slices."""
-        q, keys, v = self._projected(ops.concatenate(parts, axis=1), height, width, training=False)
+        q, keys, v = self._projected(ops.concatenate(parts, axis=1), height, width, False, options)
         sizes = [ops.shape(part)[1] for part in parts]
         starts = [sum(sizes[:i]) for i in range(len(sizes))]
         return [
-            self._output(q[:, start:start + size], keys, v, False, options.query_chunk)
+            self._output(q[:, start:start + size], keys, v, False, options)
             for start, size in zip(starts, sizes, strict=True)
         ]
 
@@ -102,17 +102,17 @@ class ConvAttention(ConfiguredLayer):
         x = reshape_batch(x, (tokens, self.num_heads, self.dim // self.num_heads))
         return ops.transpose(x, (0, 2, 1, 3))
 
-    def _projected(self, tokens, height, width, training):
+    def _projected(self, tokens, height, width, training, options):
         q, k, v = self._qkv(tokens, height, width, training)
-        k = self._split_heads(dense_2d(self.proj_k, k))
-        v = self._split_heads(dense_2d(self.proj_v, v))
+        k = self._split_heads(token_dense(self.proj_k, k, options))
+        v = self._split_heads(token_dense(self.proj_v, v, options))
         return q, ops.transpose(k, (0, 1, 3, 2)), v
 
-    def _output(self, q, keys, v, training, query_chunk):
+    def _output(self, q, keys, v, training, options):
         # The scale multiplies q's projection weights (dim**2 values) rather than the scores
         # (heads * tokens_q * tokens_kv values, 2.5M per image in stage 0 at 224).
-        q = self._split_heads(dense_2d(self.proj_q, q, kernel_scale=self.scale))
-        queries = q.shape[2]
+        q = self._split_heads(token_dense(self.proj_q, q, options, kernel_scale=self.scale))
+        queries, query_chunk = q.shape[2], options.query_chunk
         if query_chunk and queries is not None and queries > query_chunk:
             x = ops.concatenate(
                 [self._attend(q[:, :, start:start + query_chunk], keys, v, training)
@@ -123,7 +123,7 @@ class ConvAttention(ConfiguredLayer):
             x = self._attend(q, keys, v, training)
         x = ops.transpose(x, (0, 2, 1, 3))
         x = reshape_batch(x, (x.shape[1] if x.shape[1] is not None else -1, self.dim))
-        return self.proj_dropout(dense_2d(self.proj, x), training=training)
+        return self.proj_dropout(token_dense(self.proj, x, options), training=training)
 
     def _attend(self, q, keys, v, training):
         scores = ops.matmul(q, keys)

@@ -11,10 +11,10 @@ from cvt_tf.layers.attention import ConvAttention
 from cvt_tf.layers.common import (
     QUICK_GELU_SLOPE,
     ConfiguredLayer,
-    dense_2d,
     layer_norm,
     linear_initializer,
     quick_gelu,
+    token_dense,
 )
 from cvt_tf.layers.options import WHOLE, InferenceOptions
 
@@ -70,10 +70,10 @@ class Mlp(ConfiguredLayer):
         if options.frozen_weights and not training:
             # quick_gelu(h) = silu(1.702 h) / 1.702: 1.702 goes into fc1, 1/1.702 into fc2's kernel,
             # and oneDNN runs silu as one op (x * sigmoid(1.702 x) takes three).
-            x = ops.silu(dense_2d(self.fc1, x, kernel_scale=QUICK_GELU_SLOPE))
-            return dense_2d(self.fc2, x, kernel_scale=1.0 / QUICK_GELU_SLOPE, bias_scale=1.0)
-        x = self.dropout(quick_gelu(dense_2d(self.fc1, x)), training=training)
-        return self.dropout(dense_2d(self.fc2, x), training=training)
+            x = ops.silu(token_dense(self.fc1, x, options, kernel_scale=QUICK_GELU_SLOPE))
+            return token_dense(self.fc2, x, options, kernel_scale=1.0 / QUICK_GELU_SLOPE, bias_scale=1.0)
+        x = self.dropout(quick_gelu(token_dense(self.fc1, x, options)), training=training)
+        return self.dropout(token_dense(self.fc2, x, options), training=training)
 
 
 @keras.saving.register_keras_serializable(package="cvt_tf")

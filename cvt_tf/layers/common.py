@@ -8,6 +8,8 @@ import itertools
 import keras
 from keras import initializers, layers, ops
 
+from cvt_tf.layers.options import InferenceOptions
+
 LAYER_NORM_EPSILON = 1e-5
 BATCH_NORM_EPSILON = 1e-5
 # torch BatchNorm momentum 0.1 weights the new batch; Keras momentum weights the old average.
@@ -102,19 +104,26 @@ def split_evenly(x, parts: int, axis: int) -> list:
     return [x[leading + (slice(start, end),)] for start, end in itertools.pairwise(bounds)]
 
 
-def dense_2d(dense: layers.Dense, x, kernel_scale: float | None = None, bias_scale: float | None = None):
-    """`dense` on (batch, tokens, c) as one 2-D matmul: oneDNN then fuses the bias into the matmul.
+def token_dense(dense: layers.Dense, x, options: InferenceOptions, kernel_scale: float | None = None,
+                bias_scale: float | None = None):
+    """`dense` on (batch, tokens, c) as one 2-D matmul over the tokens of the whole batch.
 
-    `kernel_scale` multiplies the kernel and, unless `bias_scale` is given, the bias: the output is
-    scaled at the cost of a weight-sized multiply (free once the weights are frozen).
+    The bias is added to the matmul's 2-D rows (`options.dense_bias_before_reshape`), which TensorFlow's
+    oneDNN fuses into the matmul, or to its output reshaped back to (batch, tokens, units), which
+    OpenVINO fuses into the matmul together with the activation after it. `kernel_scale` multiplies the kernel and,
+    unless `bias_scale` is given, the bias: the output is scaled at the cost of a weight-sized
+    multiply (free once the weights are frozen).
     """
-    tokens = ops.shape(x)[1]
+    tokens, bias_before_reshape = ops.shape(x)[1], options.dense_bias_before_reshape
     flat = ops.reshape(x, (-1, x.shape[-1]))
-    if kernel_scale is None:
-        y = dense(flat)
-    else:
+    if kernel_scale is None and bias_before_reshape:
+        return reshape_batch(dense(flat), (tokens, dense.units), batch_of=x)
+    kernel = ops.cast(dense.kernel, flat.dtype)
+    y = ops.matmul(flat, kernel if kernel_scale is None else kernel * kernel_scale)
+    if not bias_before_reshape:
+        y = reshape_batch(y, (tokens, dense.units), batch_of=x)
+    if dense.bias is not None:
         bias_scale = kernel_scale if bias_scale is None else bias_scale
-        y = ops.matmul(flat, ops.cast(dense.kernel, flat.dtype) * kernel_scale)
-        if dense.bias is not None:
-            y = y + ops.cast(dense.bias, flat.dtype) * bias_scale
-    return reshape_batch(y, (tokens, dense.units), batch_of=x)
+        bias = ops.cast(dense.bias, flat.dtype)
+        y = y + (bias if bias_scale is None else bias * bias_scale)
+    return reshape_batch(y, (tokens, dense.units), batch_of=x) if bias_before_reshape else y

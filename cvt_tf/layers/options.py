@@ -32,11 +32,16 @@ class InferenceOptions:
             Each softmax row stays whole; the scores' memory shrinks from all queries to the chunk.
         frozen_weights: the trace is for a frozen weight snapshot (`cvt_tf.inference_function`), so
             folds that rescale weights (QuickGELU's slope into the MLP) are made once by constant folding.
+        dense_bias_before_reshape: the token-wise linear layers, 2-D matmuls over the batch's tokens,
+            add their bias before the reshape back to (batch, tokens, units), where TensorFlow's oneDNN
+            fuses it into the matmul; False adds it after, where OpenVINO fuses it into the matmul with
+            the activation that follows (the OpenVINO export).
     """
 
     streams: int = 1
     query_chunk: int | None = None
     frozen_weights: bool = False
+    dense_bias_before_reshape: bool = True
 
     def __post_init__(self):
         check_count("streams", self.streams)
