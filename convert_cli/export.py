@@ -3,6 +3,7 @@
 Each export is run back from disk against the Keras model and recorded in the artifact's manifest.
 """
 
+import json
 import shlex
 import sys
 
@@ -65,6 +66,8 @@ def export(artifact: str, export_format: str, quantize: str, out: str | None, fo
     path, entry = run_export(job, progress=click.echo)
     click.echo(_summary(entry))
     click.echo(f"wrote {path} ({entry['size']:,} bytes, sha256 {entry['sha256'][:16]}…) and its manifest entry")
+    if "compile_config" in entry:
+        click.echo(f"compile it with {json.dumps(entry['compile_config'])}; parity holds in float32 only")
 
 
 def _summary(entry: dict) -> str:

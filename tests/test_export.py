@@ -168,6 +168,14 @@ def test_openvino_ir_matches_keras_in_float32_read_back_by_openvino(artifact):
     np.testing.assert_allclose(logits, np.asarray(load_artifact(artifact)(images)), atol=1e-4)
 
 
+def test_cli_export_openvino_says_how_to_compile_it(artifact, tmp_path):
+    result = run_cli("export", artifact, "--format", "openvino", "--samples", "2")
+    assert result.returncode == 0 and result.stderr == "", result.stderr
+    assert "parity vs Keras: logits max abs" in result.stdout and f"wrote {tmp_path / 'tiny.openvino'}" in result.stdout
+    assert 'compile it with {"INFERENCE_PRECISION_HINT": "f32"}' in result.stdout
+    assert _manifest(artifact)["exports"][0]["parity"]["samples"] == 2
+
+
 def test_cli_export_openvino_names_the_extra_when_openvino_is_missing(artifact, tmp_path):
     hide_openvino = ("import sys; sys.modules['openvino'] = None; import convert_cli.app as app; "
                      "app.run(sys.argv[1:])")
