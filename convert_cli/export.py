@@ -29,8 +29,8 @@ Writes <name>.pth, <name>.tflite, <name>.int8.tflite, or the directory <name>.sa
 after running it back from disk: the .pth in official_ref (strict=True) and the others against Keras,
 within --atol (int8 TFLite: figures only). Appends an entry (format, sha256, parity figures) to the
 artifact's manifest. TFLite and OpenVINO have a fixed resolution (--res) and an open batch. Compile
-the IR with {"INFERENCE_PRECISION_HINT": "f32"}: on CPUs with AMX, OpenVINO otherwise computes in
-bfloat16. Exit codes: 0 ok, 1 parity failed, 2 bad input.
+the IR with {"INFERENCE_PRECISION_HINT": "f32"}: on CPUs with AMX or AVX-512 BF16, OpenVINO
+otherwise computes in bfloat16. Exit codes: 0 ok, 1 parity failed, 2 bad input.
 """
 
 
@@ -39,7 +39,8 @@ bfloat16. Exit codes: 0 ok, 1 parity failed, 2 bad input.
 @click.option("--format", "export_format", type=click.Choice(EXPORT_FORMATS), required=True, help="Output format.")
 @click.option("--quantize", type=click.Choice(QUANTIZATIONS), default="none", show_default=True,
               help="TFLite only: `dynamic` stores int8 weights (dynamic-range quantization).")
-@click.option("--out", type=click.Path(), help="Output file (directory for saved_model); default beside the artifact.")
+@click.option("--out", type=click.Path(),
+              help="Output file (a directory for saved_model, keras-hub, openvino); default beside the artifact.")
 @click.option("--force", is_flag=True, help="Overwrite an existing output.")
 @click.option("--res", callback=parse_resolution, help="TFLite / OpenVINO input resolution and parity inputs, H or HxW "
               "(default: the artifact's).")
