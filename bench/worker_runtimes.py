@@ -6,6 +6,7 @@ PyTorch nor TensorFlow; inputs stay NCHW except for our NHWC exports.
 """
 
 from collections.abc import Callable
+from pathlib import Path
 
 import numpy as np
 
@@ -34,9 +35,10 @@ def openvino_model(path: str, threads: int, batch: int) -> tuple[Callable, dict]
     import openvino
 
     core = openvino.Core()
-    model = core.read_model(f"{path}/{OPENVINO_XML}" if path.endswith(".openvino") else path)
-    if model.inputs[0].get_partial_shape()[0].is_dynamic:
-        model.reshape([batch, *model.inputs[0].get_partial_shape()[1:]])
+    model = core.read_model(str(Path(path) / OPENVINO_XML) if Path(path).is_dir() else path)
+    batch_dim, *image_dims = model.inputs[0].get_partial_shape()
+    if batch_dim.is_dynamic:
+        model.reshape([batch, *image_dims])
     compiled = core.compile_model(model, "CPU", {
         "INFERENCE_NUM_THREADS": threads, **OPENVINO_FLOAT32, "PERFORMANCE_HINT": "LATENCY",
     })

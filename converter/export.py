@@ -20,6 +20,7 @@ from cvt_spec import ArtifactError, CheckFailed, InputError
 from cvt_spec.artifacts import (
     DIRECTORY_FORMATS,
     EXPORT_FORMATS,
+    OPENVINO_FLOAT32,
     artifact_paths,
     default_export_path,
     load_manifest,
@@ -30,7 +31,6 @@ from cvt_spec.artifacts import (
 from cvt_spec.atomic import write_text_file, writing
 from cvt_tf import load_artifact
 from cvt_tf.tf_formats import (
-    OPENVINO_FLOAT32,
     logits_agreement,
     run_openvino,
     run_saved_model,

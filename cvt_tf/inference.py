@@ -37,16 +37,16 @@ def inference_function(model, input_shape: tuple, jit_compile: bool = False, fre
         freeze = model.count_params() <= FREEZE_MAX_WEIGHTS
     options = InferenceOptions(streams=streams, frozen_weights=bool(freeze))
     if freeze:
-        frozen = frozen_concrete_function(model, signature, options)
-        return tf.function(lambda images: frozen(images)[0], input_signature=signature, jit_compile=jit_compile)
+        return frozen_function(model, signature, options, jit_compile)
     return tf.function(lambda images: model(images, training=False, options=options), input_signature=signature,
                        jit_compile=jit_compile, reduce_retracing=False)
 
 
-def frozen_concrete_function(model, signature: list, options: InferenceOptions):
-    """The graph of `model(images, training=False, options=options)` with its weights as constants."""
+def frozen_function(model, signature: list, options: InferenceOptions, jit_compile: bool = False):
+    """A `tf.function` of `model(images, training=False, options=options)` with its weights as constants."""
 
     def call(images):
         return model(images, training=False, options=options)
 
-    return convert_variables_to_constants_v2(tf.function(call, input_signature=signature).get_concrete_function())
+    frozen = convert_variables_to_constants_v2(tf.function(call, input_signature=signature).get_concrete_function())
+    return tf.function(lambda images: frozen(images)[0], input_signature=signature, jit_compile=jit_compile)

@@ -13,7 +13,7 @@ import tensorflow as tf
 
 from cvt_spec import InputError
 from cvt_spec.artifacts import OPENVINO_FLOAT32, OPENVINO_XML, QUANTIZATIONS
-from cvt_tf.inference import frozen_concrete_function
+from cvt_tf.inference import frozen_function
 from cvt_tf.layers.options import DEFAULT_INFERENCE_STREAMS, InferenceOptions
 
 
@@ -70,10 +70,8 @@ def write_openvino(model, directory, height: int, width: int) -> None:
 
     signature = _signature(model, height, width)
     options = InferenceOptions(streams=1, frozen_weights=True, dense_bias_before_reshape=False)
-    frozen = frozen_concrete_function(model, signature, options)
-    # Wrapped again for its input signature, which OpenVINO's reader takes the input's name from.
-    converted = openvino.convert_model(tf.function(lambda images: frozen(images)[0], input_signature=signature)
-                                       .get_concrete_function())
+    # The concrete function of the wrapper carries the input signature OpenVINO names the input after.
+    converted = openvino.convert_model(frozen_function(model, signature, options).get_concrete_function())
     converted.outputs[0].get_tensor().set_names({"logits"})
     Path(directory).mkdir(exist_ok=True)
     openvino.save_model(converted, str(Path(directory) / OPENVINO_XML), compress_to_fp16=False)

@@ -110,9 +110,9 @@ def token_dense(dense: layers.Dense, x, options: InferenceOptions, kernel_scale:
 
     The bias is added to the matmul's 2-D rows (`options.dense_bias_before_reshape`), which TensorFlow's
     oneDNN fuses into the matmul, or to its output reshaped back to (batch, tokens, units), which
-    OpenVINO fuses into the matmul together with the activation after it. `kernel_scale` multiplies the kernel and,
-    unless `bias_scale` is given, the bias: the output is scaled at the cost of a weight-sized
-    multiply (free once the weights are frozen).
+    OpenVINO fuses into the matmul together with the activation after it. `kernel_scale` multiplies
+    the kernel and, unless `bias_scale` is given, the bias: the output is scaled at the cost of a
+    weight-sized multiply (free once the weights are frozen).
     """
     tokens, bias_before_reshape = ops.shape(x)[1], options.dense_bias_before_reshape
     flat = ops.reshape(x, (-1, x.shape[-1]))
