@@ -1,7 +1,7 @@
 """SavedModel, TFLite (LiteRT) and OpenVINO files of a Keras CvT, and running them back for parity figures.
 
 TensorFlow's TFLiteConverter writes the flatbuffer (builtin ops only); the ai-edge-litert interpreter runs it.
-OpenVINO's TensorFlow frontend reads the frozen inference graph; its CPU plugin runs the IR, in float32.
+OpenVINO's TensorFlow frontend reads the inference graph; its CPU plugin runs the IR, in float32.
 """
 
 import tempfile
@@ -13,7 +13,6 @@ import tensorflow as tf
 
 from cvt_spec import InputError
 from cvt_spec.artifacts import OPENVINO_FLOAT32, OPENVINO_XML, QUANTIZATIONS
-from cvt_tf.inference import frozen_function
 from cvt_tf.layers.options import DEFAULT_INFERENCE_STREAMS, InferenceOptions
 
 
@@ -61,17 +60,22 @@ def tflite_flatbuffer(model, height: int, width: int, quantize: str = "none") ->
 def write_openvino(model, directory, height: int, width: int) -> None:
     """The OpenVINO IR (`model.xml` + float32 `model.bin`) at a fixed resolution and open batch, in `directory`.
 
-    Converted by `openvino.convert_model` from the graph `cvt_tf.inference_function` runs (one stream,
-    weights frozen with their folds), its linear layers adding their bias after the reshape to tokens,
-    where OpenVINO fuses it into the matmul with the activation. The weights stay float32
+    Converted by `openvino.convert_model` from the inference graph over the live variables (one stream),
+    which OpenVINO's TensorFlow frontend reads without TensorFlow freezing them: OpenVINO folds BatchNorm
+    and the attention scale into the weights itself, and fuses QuickGELU into a Swish. Against the frozen
+    graph (measured): the same speed, half the conversion time, and cvt-w24's whole export in 33 s at
+    5.0 GB peak RSS instead of 85 s at 15.5 GB. The linear layers add their bias after the reshape to
+    tokens, where OpenVINO fuses it into the matmul with the activation. The weights stay float32
     (`save_model` would store float16).
     """
     import openvino
 
-    signature = _signature(model, height, width)
-    options = InferenceOptions(streams=1, frozen_weights=True, dense_bias_before_reshape=False)
-    # The concrete function of the wrapper carries the input signature OpenVINO names the input after.
-    converted = openvino.convert_model(frozen_function(model, signature, options).get_concrete_function())
+    options = InferenceOptions(streams=1, frozen_weights=False, dense_bias_before_reshape=False)
+    call = tf.function(lambda images: model(images, training=False, options=options),
+                       input_signature=_signature(model, height, width)).get_concrete_function()
+    # Only the logits: over live variables, the graph still holds the shape reads Keras left unused,
+    # which the frontend would otherwise turn into outputs of their own.
+    converted = openvino.convert_model(call, output=[tensor.name for tensor in call.outputs])
     converted.outputs[0].get_tensor().set_names({"logits"})
     Path(directory).mkdir(exist_ok=True)
     openvino.save_model(converted, str(Path(directory) / OPENVINO_XML), compress_to_fp16=False)

@@ -158,6 +158,7 @@ def test_openvino_ir_matches_keras_in_float32_read_back_by_openvino(artifact):
     # Independently: OpenVINO's own reader, at another batch, on other inputs, against a fresh Keras model.
     core = openvino.Core()
     ir = core.read_model(str(out / "model.xml"))
+    assert [output.get_names() for output in ir.outputs] == [{"logits"}], "only the logits leave the IR"
     constants = [op for op in ir.get_ops() if op.get_type_name() == "Constant"]
     assert {op.get_element_type().get_type_name() for op in constants} <= {"f32", "i32", "i64"}, "weights not f32"
     ir.reshape([3, 64, 64, 3])
