@@ -88,23 +88,16 @@ class Group:
     variant: str
     resolution: int
     batches: tuple
-    skip: tuple = ()  # (system, reason) pairs
 
     @property
     def name(self) -> str:
         return f"{self.variant}@{self.resolution}"
 
-    def skipped(self, system: str) -> str | None:
-        return dict(self.skip).get(system)
-
-
-W24_TFLITE = ("converting cvt-w24 to TFLite freezes the graph and needs more than 24 GB of RAM (measured, "
-              "see shared TRAPS); skipped to keep the bench within the machine")
 
 FULL = (
     Group("cvt-13", 224, (1, 8)),
     Group("cvt-21", 384, (1, 8)),
-    Group("cvt-w24", 384, (1,), skip=((TFLITE, W24_TFLITE),)),
+    Group("cvt-w24", 384, (1,)),
 )
 QUICK = (Group("cvt-13", 112, (1,)),)
 

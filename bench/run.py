@@ -118,12 +118,12 @@ class Bench:
         print(f"  converted {group.name}: {seconds:.1f} s, peak RSS {rss:.0f} MB (exit {code})")
         base["checkpoint"] = str(checkpoint)
         base["artifact"] = str(self.workdir / f"{name}.weights.h5")
-        if TFLITE in self.args.systems and not group.skipped(TFLITE):
+        if TFLITE in self.args.systems:
             result, code, seconds, rss = self.worker("tf", {**base, "task": "tflite"})
             conversion["tflite"] = {"exit_code": code, "seconds": seconds, "peak_rss_mb": rss,
                                     **({"convert_s": result["convert_s"], "bytes": result["bytes"]} if result else {})}
             print(f"  TFLite {group.name}: {seconds:.1f} s, peak RSS {rss:.0f} MB (exit {code})")
-        if OPENVINO_EXPORT in self.args.systems and not group.skipped(OPENVINO_EXPORT):
+        if OPENVINO_EXPORT in self.args.systems:
             result, code, seconds, rss = self.worker("tf", {**base, "task": "openvino"})
             conversion["openvino"] = {"exit_code": code, "seconds": seconds, "peak_rss_mb": rss,
                                       **({"convert_s": result["convert_s"]} if result else {})}
@@ -139,7 +139,7 @@ class Bench:
         print(f"== {group.name}, batches {list(group.batches)}")
         base, conversion = self.prepare(group)
         peak, *_ = self.worker("tf", {**base, "task": "matmul"})
-        results = {s: [] for s in self.args.systems if not group.skipped(s)}
+        results = {s: [] for s in self.args.systems}
         for round_index in range(self.args.rounds):
             for system in results:
                 result, *_ = self.worker(worker_of(system),
@@ -203,10 +203,6 @@ def main(argv: list[str] | None = None) -> None:
             for system in details["failed"]:
                 for batch in group.batches:
                     skipped[(f"{group.name} b{batch}", system)] = "FAILED: a worker exited with an error"
-            for system, reason in group.skip:
-                if system in args.systems:
-                    for batch in group.batches:
-                        skipped[(f"{group.name} b{batch}", system)] = reason
             results = write_results(args, info, groups, all_rows, skipped, started)
     text = report.table(all_rows, skipped)
     print(text)
