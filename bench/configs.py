@@ -46,7 +46,7 @@ SYSTEM_LABELS = {
     GRAPH: "default inference path: cvt_tf.inference_function (tf.function, fixed signature, frozen folds)",
     LIVE: "tf.function over the live variables (model.predict, SavedModel export)",
     XLA: "tf.function(jit_compile=True)",
-    TFLITE: "our TFLite export (frozen inference_function), LiteRT interpreter, XNNPack",
+    TFLITE: "our TFLite export (the SavedModel graph, one stream), LiteRT interpreter, XNNPack",
     OPENVINO_EXPORT: "our OpenVINO export (the inference graph, one stream), OpenVINO CPU, f32 forced",
     **{habit: f"by habit: {call}, TF default threads" for habit, call in HABIT_CALLS.items()},
     **{advised: f"{HABIT_CALLS[habit]} after cvt_tf.set_cpu_threads(cores)" for advised, habit in ADVISED.items()},
