@@ -1,7 +1,8 @@
 """Full-size synthetic parity of the three variants at their release resolutions, each run once (slow).
 
 cvt-13 @ 224 goes through `--all`, cvt-21 @ 384 through `--checkpoint` alone and then `verify`,
-cvt-w24 @ 384 through `--config ... --synthetic` and then `inspect`: every entry point at full size.
+cvt-w24 @ 384 through `--config ... --synthetic`, then `inspect`, then `export` to OpenVINO and TFLite:
+every entry point at full size, and the two exports at the largest model (about 5 GB and 11 GB peak RSS).
 """
 
 import hashlib
@@ -59,7 +60,7 @@ def test_cvt21_384_recognised_from_the_checkpoint_then_verified(tmp_path):
 
 
 @pytest.mark.slow
-def test_cvtw24_384_synthetic_then_inspected(tmp_path):
+def test_cvtw24_384_synthetic_then_inspected_and_exported(tmp_path):
     result = run_cli("--config", "cvt-w24", "--res", 384, "--version", "22k", "--synthetic", "--out", tmp_path,
                      memory_limit=None)
     assert result.returncode == 0, result.stderr
@@ -71,3 +72,13 @@ def test_cvtw24_384_synthetic_then_inspected(tmp_path):
     assert f"sha256 {manifest['artifact']['sha256']} matches the manifest" in inspected.stdout
     assert f"{manifest['parameters']:,} parameters" in inspected.stdout
     assert 277_000_000 < manifest["parameters"] < 278_000_000
+    for export_format in ("openvino", "tflite"):
+        exported = run_cli("export", tmp_path / "cvt-w24-384x384_22k.json", "--format", export_format,
+                           "--samples", 2, memory_limit=None)
+        assert exported.returncode == 0, exported.stderr
+        print(exported.stdout)
+    exports = json.loads((tmp_path / "cvt-w24-384x384_22k.json").read_text())["exports"]
+    assert [(entry["format"], entry["file"]) for entry in exports] == [
+        ("openvino", "cvt-w24-384x384_22k.openvino"), ("tflite", "cvt-w24-384x384_22k.tflite")]
+    assert all(entry["parity"]["passed"] and entry["parity"]["logits_max_abs"] < 1e-4 for entry in exports)
+    assert (tmp_path / "cvt-w24-384x384_22k.tflite").stat().st_size > 4 * 277_000_000  # float32 weights
