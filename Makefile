@@ -29,7 +29,7 @@ demo: env
 	$(BIN)/python convert.py --config cvt-21 --res 384 --synthetic
 
 # Two pytest-xdist workers, one test module each at a time (module fixtures are built once), in xdist's
-# order: modules with the most tests first. Measured on a fresh clone: 31:30 (README, "Development").
+# order: modules with the most tests first. Its time on a fresh clone: README, "Development".
 TEST_WORKERS ?= 2
 test: env
 	$(BIN)/python -m pytest -q -n $(TEST_WORKERS) --dist loadfile
