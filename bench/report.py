@@ -113,7 +113,8 @@ def chart(result_rows: list[dict], path) -> None:
     from matplotlib.patches import Patch
 
     configs = list(dict.fromkeys(row["config"] for row in result_rows))
-    figure, axes = plt.subplots(1, len(configs), figsize=(3.8 * len(configs), 4.2), squeeze=False)
+    # Wide enough for the legend's one row even with a single config.
+    figure, axes = plt.subplots(1, len(configs), figsize=(max(3.8 * len(configs), 6.4), 4.6), squeeze=False)
     for axis, config in zip(axes[0], configs, strict=True):
         config_rows = [row for row in result_rows if row["config"] == config]
         peer = next((row["fastest_peer"] for row in config_rows if "fastest_peer" in row), None)
@@ -134,8 +135,8 @@ def chart(result_rows: list[dict], path) -> None:
         axis.set_ylabel("images / s", fontsize=8)
     legend = [Patch(color=_colour(TORCH, None), label="PyTorch eager"), Patch(color="#4c72b0", label="ours"),
               Patch(color="#8c8c8c", label="peer runtime"), Patch(color="#55a868", label="fastest peer")]
-    figure.legend(handles=legend, loc="upper right", fontsize=7, ncol=4)
-    figure.suptitle("CvT inference, images/s (labels: ratio vs PyTorch)", fontsize=9, x=0.3)
-    figure.tight_layout(rect=(0, 0, 1, 0.94))
+    figure.suptitle("CvT inference, images/s (labels: ratio vs PyTorch)", fontsize=9, y=0.99)
+    figure.legend(handles=legend, loc="upper center", bbox_to_anchor=(0.5, 0.955), fontsize=7, ncol=4)
+    figure.tight_layout(rect=(0, 0, 1, 0.89))
     figure.savefig(path, dpi=120)
     plt.close(figure)
