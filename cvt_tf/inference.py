@@ -1,6 +1,6 @@
 """The fast inference path: a `tf.function` with a fixed input signature over a frozen weight snapshot.
 
-What the bench times as `tf-function`, and what its TFLite conversion starts from.
+What the bench times as `tf-function`.
 """
 
 import tensorflow as tf
@@ -36,17 +36,11 @@ def inference_function(model, input_shape: tuple, jit_compile: bool = False, fre
     if freeze == "auto":
         freeze = model.count_params() <= FREEZE_MAX_WEIGHTS
     options = InferenceOptions(streams=streams, frozen_weights=bool(freeze))
-    if freeze:
-        return frozen_function(model, signature, options, jit_compile)
-    return tf.function(lambda images: model(images, training=False, options=options), input_signature=signature,
-                       jit_compile=jit_compile, reduce_retracing=False)
-
-
-def frozen_function(model, signature: list, options: InferenceOptions, jit_compile: bool = False):
-    """A `tf.function` of `model(images, training=False, options=options)` with its weights as constants."""
 
     def call(images):
         return model(images, training=False, options=options)
 
-    frozen = convert_variables_to_constants_v2(tf.function(call, input_signature=signature).get_concrete_function())
-    return tf.function(lambda images: frozen(images)[0], input_signature=signature, jit_compile=jit_compile)
+    if freeze:
+        frozen = convert_variables_to_constants_v2(tf.function(call, input_signature=signature).get_concrete_function())
+        return tf.function(lambda images: frozen(images)[0], input_signature=signature, jit_compile=jit_compile)
+    return tf.function(call, input_signature=signature, jit_compile=jit_compile, reduce_retracing=False)
